@@ -1,0 +1,13 @@
+//! The storage engine: the Convex value model and document ids, the
+//! append-only transaction log (the source of truth), and (in later layers)
+//! the multiversion index, transactions and subscriptions.
+//!
+//! Invariant kept here: nothing acknowledged as committed is ever lost, and
+//! nothing is ever skipped silently when reading it back. All `unsafe` code
+//! of the engine lives in one private module, `sys`.
+
+pub mod dir;
+pub mod id;
+mod sys;
+pub mod ts;
+pub mod value;
