@@ -8,6 +8,7 @@
 
 pub mod dir;
 pub mod id;
+pub mod log;
 mod sys;
 pub mod ts;
 pub mod value;
