@@ -83,6 +83,11 @@ impl TsClock {
         self.next_with(wall_clock_ns())
     }
 
+    /// Makes sure every later timestamp is greater than `ts`.
+    pub fn observe(&self, ts: Ts) {
+        self.last.fetch_max(ts.0, Ordering::AcqRel);
+    }
+
     /// As [`TsClock::next`] with an explicit wall-clock reading (for tests).
     pub fn next_with(&self, now_ns: u64) -> Ts {
         let mut last = self.last.load(Ordering::Acquire);

@@ -367,3 +367,24 @@ fn a_second_process_cannot_open_the_directory() {
     let err = DataDir::open(tmp.path()).unwrap_err();
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[test]
+fn caller_chosen_timestamps_must_increase() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let log = Log::open(&dir, options(1 << 20, IoChoice::Auto)).unwrap();
+    let a = log.commit(&record_writes(0, 0, 0)).unwrap();
+    let err = log.append_at(a, &record_writes(0, 0, 1)).unwrap_err();
+    assert!(matches!(err, LogError::StaleTimestamp { .. }), "{err}");
+    let chosen = Ts(a.0 + 1_000_000_000);
+    let t = log.append_at(chosen, &record_writes(0, 0, 1)).unwrap();
+    assert_eq!(t.ts(), chosen);
+    assert_eq!(t.wait().unwrap(), chosen);
+    // Timestamps handed out later stay above the chosen one.
+    assert!(log.next_ts() > chosen);
+    let c = log.commit(&record_writes(0, 0, 2)).unwrap();
+    assert!(c > chosen);
+    log.close().unwrap();
+    drop(dir);
+    assert_eq!(read_all(tmp.path()), vec![(0, 0, 0), (0, 0, 1), (0, 0, 2)]);
+}

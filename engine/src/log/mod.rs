@@ -71,6 +71,8 @@ pub enum LogError {
     RecordTooLarge { size: usize, max: usize },
     #[error("the log is closed")]
     Closed,
+    #[error("commit timestamp {ts} is not after the newest queued timestamp {last}")]
+    StaleTimestamp { ts: Ts, last: Ts },
 }
 
 impl LogError {
@@ -139,10 +141,17 @@ pub struct LogCounts {
 #[derive(Debug)]
 #[must_use = "an append is not durable until its ticket says so"]
 pub struct AppendTicket {
+    ts: Ts,
     rx: oneshot::Receiver<Result<Ts, LogError>>,
 }
 
 impl AppendTicket {
+    /// The commit timestamp the record will carry (durable only once
+    /// [`AppendTicket::wait`] says so).
+    pub fn ts(&self) -> Ts {
+        self.ts
+    }
+
     /// Blocks until the record is durable. Must not be called from an async
     /// context (use [`AppendTicket::wait_async`]).
     pub fn wait(self) -> Result<Ts, LogError> {
@@ -156,6 +165,7 @@ impl AppendTicket {
 }
 
 struct Pending {
+    ts: Ts,
     frame: PreparedFrame,
     done: oneshot::Sender<Result<Ts, LogError>>,
 }
@@ -169,6 +179,8 @@ enum WriterState {
 struct Queue {
     entries: VecDeque<Pending>,
     bytes: usize,
+    /// Timestamp of the newest queued record (or of the log's newest).
+    last_queued_ts: Ts,
     state: WriterState,
 }
 
@@ -291,6 +303,7 @@ impl Log {
             queue: Mutex::new(Queue {
                 entries: VecDeque::new(),
                 bytes: 0,
+                last_queued_ts: report.last_ts.unwrap_or(Ts::MIN),
                 state: WriterState::Running,
             }),
             not_empty: Condvar::new(),
@@ -323,10 +336,29 @@ impl Log {
         })
     }
 
-    /// Queues one transaction's writes. Encoding and compression happen on
-    /// the caller's thread; the writer assigns the commit timestamp. Blocks
-    /// while the queue is full.
+    /// Queues one transaction's writes and assigns its commit timestamp
+    /// (strictly greater than every earlier one). Encoding and compression
+    /// happen on the caller's thread. Blocks while the queue is full.
     pub fn append(&self, writes: &[DocumentWrite]) -> Result<AppendTicket, LogError> {
+        self.enqueue(None, writes)
+    }
+
+    /// As [`Log::append`], with a timestamp chosen by the caller (a
+    /// committer that must know it while validating). It must be greater
+    /// than every timestamp handed out before, else `StaleTimestamp`.
+    pub fn append_at(&self, ts: Ts, writes: &[DocumentWrite]) -> Result<AppendTicket, LogError> {
+        self.enqueue(Some(ts), writes)
+    }
+
+    /// A timestamp greater than every one handed out so far, for
+    /// [`Log::append_at`]. Reserving it does not stop `append` from
+    /// handing out later ones, so a caller using `append_at` must be the
+    /// log's only appender.
+    pub fn next_ts(&self) -> Ts {
+        self.shared.clock.next()
+    }
+
+    fn enqueue(&self, ts: Option<Ts>, writes: &[DocumentWrite]) -> Result<AppendTicket, LogError> {
         let raw = format::encode_commit(writes);
         if raw.len() > FRAME_BODY_MAX {
             return Err(LogError::RecordTooLarge {
@@ -353,11 +385,31 @@ impl Log {
                 .wait(q)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        // Timestamps are fixed under the queue lock, so queue order (and
+        // so log order) is timestamp order.
+        let ts = match ts {
+            None => self.shared.clock.next(),
+            Some(ts) => {
+                if ts <= q.last_queued_ts {
+                    return Err(LogError::StaleTimestamp {
+                        ts,
+                        last: q.last_queued_ts,
+                    });
+                }
+                self.shared.clock.observe(ts);
+                ts
+            }
+        };
+        q.last_queued_ts = ts;
         q.bytes += len;
-        q.entries.push_back(Pending { frame, done: tx });
+        q.entries.push_back(Pending {
+            ts,
+            frame,
+            done: tx,
+        });
         drop(q);
         self.shared.not_empty.notify_one();
-        Ok(AppendTicket { rx })
+        Ok(AppendTicket { ts, rx })
     }
 
     /// Appends and waits until durable; returns the commit timestamp.
@@ -520,12 +572,9 @@ impl Writer {
             self.roll(need)
                 .map_err(|e| format!("starting a new log segment: {e}"))?;
         }
-        let mut tss = Vec::with_capacity(batch.len());
         self.buf.clear();
         for p in batch.iter() {
-            let ts = self.shared.clock.next();
-            p.frame.write_to(ts, self.active.offset, &mut self.buf);
-            tss.push(ts);
+            p.frame.write_to(p.ts, self.active.offset, &mut self.buf);
         }
         debug_assert_eq!(self.buf.len() as u64, need);
         let started = std::time::Instant::now();
@@ -547,8 +596,8 @@ impl Writer {
         c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
         c.bytes.fetch_add(need, Ordering::Relaxed);
         self.active.offset += need;
-        for (p, ts) in batch.drain(..).zip(tss) {
-            let _ = p.done.send(Ok(ts));
+        for p in batch.drain(..) {
+            let _ = p.done.send(Ok(p.ts));
         }
         Ok(())
     }
