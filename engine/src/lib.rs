@@ -6,6 +6,7 @@
 //! nothing is ever skipped silently when reading it back. All `unsafe` code
 //! of the engine lives in one private module, `sys`.
 
+pub mod checkpoint;
 pub mod db;
 pub mod dir;
 pub mod id;
