@@ -11,6 +11,7 @@ pub mod db;
 pub mod dir;
 pub mod id;
 pub mod log;
+pub mod query;
 mod sys;
 pub mod ts;
 pub mod value;

@@ -45,14 +45,14 @@ enum Answer {
 
 fn k_fields() -> Vec<FieldPath> {
     vec![
-        FieldPath::single("k"),
-        FieldPath::single("_creationTime"),
-        FieldPath::single("_id"),
+        FieldPath::single("k").unwrap(),
+        FieldPath::creation_time(),
+        FieldPath::id(),
     ]
 }
 
 fn ct_fields() -> Vec<FieldPath> {
-    vec![FieldPath::single("_creationTime"), FieldPath::single("_id")]
+    vec![FieldPath::creation_time(), FieldPath::id()]
 }
 
 fn k_interval(lo: i64, hi: i64) -> KeyInterval {
@@ -168,7 +168,7 @@ fn run_seed(seed: u64, steps: usize) {
     let db = Database::open(&dir, DbOptions::default()).unwrap();
     {
         let mut tx = db.begin();
-        tx.add_index("items", "by_k", &[FieldPath::single("k")])
+        tx.add_index("items", "by_k", &[FieldPath::single("k").unwrap()])
             .unwrap();
         db.commit(tx).unwrap();
     }

@@ -43,6 +43,12 @@ enum Command {
         /// Print each written document as Convex JSON.
         #[arg(long)]
         documents: bool,
+        /// Show every version of this document (a Convex id) instead.
+        #[arg(long, conflicts_with_all = ["ts", "limit", "tables"])]
+        id: Option<String>,
+        /// List the tables, their document counts and indexes instead.
+        #[arg(long)]
+        tables: bool,
     },
     /// Check every frame; exit 0 when clean, 1 naming segment and offset otherwise.
     Verify,
@@ -82,10 +88,55 @@ impl From<LogError> for Failure {
 fn run(cli: &Cli) -> Result<(), Failure> {
     let dir = DataDir::open_existing(&cli.data_dir).map_err(|e| Failure::Other(e.to_string()))?;
     match &cli.command {
+        Command::Inspect { id: Some(id), .. } => {
+            let id = engine::id::DocumentId::decode(id)
+                .map_err(|e| Failure::Other(format!("--id {id:?}: {e}")))?;
+            let versions = report::document_history(&dir, &id)?;
+            if cli.json {
+                for v in &versions {
+                    println!("{}", serde_json::to_string(v).expect("versions serialize"));
+                }
+            } else {
+                if versions.is_empty() {
+                    println!("no versions of {id} in the log");
+                }
+                for v in &versions {
+                    match &v.document {
+                        Some(d) => println!("ts {} ({})  {d}", v.ts, format_ts(v.ts)),
+                        None => println!("ts {} ({})  deleted", v.ts, format_ts(v.ts)),
+                    }
+                }
+            }
+        }
+        Command::Inspect { tables: true, .. } => {
+            let tables = report::tables(&dir)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&tables).expect("tables serialize")
+                );
+            } else {
+                if tables.is_empty() {
+                    println!("no tables");
+                }
+                for t in &tables {
+                    println!(
+                        "{} (table {}): {} document(s)",
+                        t.name, t.number, t.documents
+                    );
+                    println!("    by_id [_id]");
+                    println!("    by_creation_time [_creationTime, _id]");
+                    for (name, fields) in &t.indexes {
+                        println!("    {name} [{}, _creationTime, _id]", fields.join(", "));
+                    }
+                }
+            }
+        }
         Command::Inspect {
             ts,
             limit,
             documents,
+            ..
         } => {
             let filter = InspectFilter {
                 from_ts: ts.map(Ts),

@@ -169,3 +169,59 @@ fn refuses_a_missing_or_busy_directory() {
         text(&o)
     );
 }
+
+#[test]
+fn inspect_shows_a_documents_history_and_the_tables() {
+    use engine::db::{Database, DbOptions, FieldPath};
+    let tmp = tempfile::tempdir().unwrap();
+    let id = {
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let db = Database::open(&dir, DbOptions::default()).unwrap();
+        let mut tx = db.begin();
+        tx.add_index(
+            "messages",
+            "by_channel",
+            &[FieldPath::single("channel").unwrap()],
+        )
+        .unwrap();
+        let mut doc = Object::new();
+        doc.insert("channel".into(), Value::String("general".into()));
+        let id = tx.insert("messages", doc).unwrap();
+        db.commit(tx).unwrap();
+        let mut tx = db.begin();
+        let patch = std::collections::BTreeMap::from([(
+            "channel".to_string(),
+            Some(Value::String("random".into())),
+        )]);
+        tx.patch(id, patch).unwrap();
+        db.commit(tx).unwrap();
+        let mut tx = db.begin();
+        tx.delete(id).unwrap();
+        db.commit(tx).unwrap();
+        id
+    };
+    let o = logtool(tmp.path(), &["inspect", "--id", &id.encode(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let versions: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(versions.len(), 3);
+    assert_eq!(versions[0]["document"]["channel"], "general");
+    assert_eq!(versions[1]["document"]["channel"], "random");
+    assert_eq!(versions[2]["document"], serde_json::Value::Null);
+    assert_eq!(versions[0]["document"]["_id"], id.encode());
+
+    let o = logtool(tmp.path(), &["inspect", "--tables"]);
+    let t = text(&o);
+    assert!(t.contains("messages (table 10001): 0 document(s)"), "{t}");
+    assert!(
+        t.contains("by_channel [channel, _creationTime, _id]"),
+        "{t}"
+    );
+
+    let o = logtool(tmp.path(), &["inspect", "--id", "not-an-id"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--id"), "{}", text(&o));
+}

@@ -21,9 +21,10 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use crate::query::{index_key_of as key_of, prefix_successor, FieldPath, KeyInterval};
 pub use keys::{
-    check_index_name, check_table_name, key_of, prefix_key, prefix_successor, FieldPath, IndexDef,
-    KeyInterval, BY_CREATION_TIME, BY_ID, CREATION_TIME_FIELD, ID_FIELD,
+    check_index_name, check_table_name, prefix_key, IndexDef, BY_CREATION_TIME, BY_ID,
+    CREATION_TIME_FIELD, ID_FIELD,
 };
 pub use store::{Doc, IndexId, Order, Store, Versions};
 
@@ -144,7 +145,7 @@ impl Catalog {
         if number.get() == TABLES_TABLE_NUMBER {
             defs.push((
                 BY_NAME.to_string(),
-                IndexDef::user_fields(&[FieldPath::single("name")]),
+                IndexDef::user_fields(&[FieldPath::single("name").expect("a valid field name")]),
             ));
         }
         for (index_name, fields) in defs {
@@ -511,7 +512,7 @@ fn parse_index_doc(doc: &Object) -> Result<(TableNumber, String, Vec<FieldPath>)
             .map(|f| {
                 f.as_str()
                     .ok_or("an _index field is not a string".to_string())
-                    .and_then(FieldPath::parse)
+                    .and_then(|f| FieldPath::parse(f).map_err(|e| e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err("an _index document lacks its fields".into()),
@@ -935,7 +936,7 @@ impl Transaction<'_> {
                 fields.len()
             )));
         }
-        if let Some(f) = fields.iter().find(|f| f.0[0].starts_with('_')) {
+        if let Some(f) = fields.iter().find(|f| f.components()[0].starts_with('_')) {
             return Err(DbError::InvalidIndex(format!(
                 "Index {table}.{name} cannot index the system field {f}: `_creationTime` and `_id` are added to every index"
             )));

@@ -218,3 +218,113 @@ pub fn inspect(dir: &DataDir, filter: &InspectFilter) -> Result<Vec<RecordSummar
     }
     Ok(out)
 }
+
+/// One version of a document, as the log holds it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DocumentVersion {
+    pub ts: Ts,
+    /// The document as Convex JSON, or `None` for a delete.
+    pub document: Option<serde_json::Value>,
+}
+
+/// Every version of document `id` in log order.
+pub fn document_history(
+    dir: &DataDir,
+    id: &crate::id::DocumentId,
+) -> Result<Vec<DocumentVersion>, LogError> {
+    let log = scan_log(&dir.log_dir(), Check::Checksums)?;
+    let mut out = Vec::new();
+    for r in log.records() {
+        let rec = r.decode().map_err(|reason| LogError::Corruption {
+            segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
+            offset: r.offset,
+            reason,
+        })?;
+        for w in rec.writes.iter().filter(|w| w.id == *id) {
+            out.push(DocumentVersion {
+                ts: rec.ts,
+                document: w
+                    .document
+                    .as_ref()
+                    .map(|d| to_json(&crate::value::Value::Object(d.clone()))),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A table as the catalog in the log describes it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TableSummary {
+    pub name: String,
+    pub number: u32,
+    /// Live documents at the end of the log.
+    pub documents: u64,
+    /// User indexes: name and fields (every table also has `by_id` and
+    /// `by_creation_time`).
+    pub indexes: Vec<(String, Vec<String>)>,
+}
+
+/// The user tables and their indexes at the end of the log, from the
+/// catalog documents (`_tables`, `_index`) the log holds.
+pub fn tables(dir: &DataDir) -> Result<Vec<TableSummary>, LogError> {
+    use crate::value::Value;
+    use std::collections::BTreeMap;
+    let log = scan_log(&dir.log_dir(), Check::Checksums)?;
+    let mut live: BTreeMap<crate::id::DocumentId, Option<crate::value::Object>> = BTreeMap::new();
+    for r in log.records() {
+        let rec = r.decode().map_err(|reason| LogError::Corruption {
+            segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
+            offset: r.offset,
+            reason,
+        })?;
+        for w in rec.writes {
+            live.insert(w.id, w.document);
+        }
+    }
+    let int = |d: &crate::value::Object, k: &str| match d.get(k) {
+        Some(Value::Int64(n)) => u32::try_from(*n).ok(),
+        _ => None,
+    };
+    let mut tables: BTreeMap<u32, TableSummary> = BTreeMap::new();
+    for (id, doc) in &live {
+        let Some(doc) = doc else { continue };
+        if id.table.get() == crate::db::TABLES_TABLE_NUMBER {
+            if let (Some(name), Some(number)) =
+                (doc.get("name").and_then(Value::as_str), int(doc, "number"))
+            {
+                tables.insert(
+                    number,
+                    TableSummary {
+                        name: name.to_string(),
+                        number,
+                        documents: 0,
+                        indexes: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+    for (id, doc) in &live {
+        let Some(doc) = doc else { continue };
+        if id.table.get() == crate::db::INDEXES_TABLE_NUMBER {
+            if let (Some(t), Some(name)) =
+                (int(doc, "table"), doc.get("name").and_then(Value::as_str))
+            {
+                let fields = match doc.get("fields") {
+                    Some(Value::Array(a)) => a
+                        .iter()
+                        .filter_map(|f| f.as_str().map(str::to_string))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                if let Some(t) = tables.get_mut(&t) {
+                    t.indexes.push((name.to_string(), fields));
+                }
+            }
+        } else if let Some(t) = tables.get_mut(&id.table.get()) {
+            t.documents += 1;
+        }
+    }
+    Ok(tables.into_values().collect())
+}
