@@ -107,7 +107,9 @@ impl Uring {
         let mut written: Option<io::Result<usize>> = None;
         let mut synced: Option<Option<io::Result<()>>> = None;
         while written.is_none() || synced.is_none() {
-            match self.ring.submit_and_wait(1) {
+            // Wait for every outstanding completion in one kernel entry.
+            let outstanding = usize::from(written.is_none()) + usize::from(synced.is_none());
+            match self.ring.submit_and_wait(outstanding) {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 Err(e) => return Err(e),

@@ -328,7 +328,7 @@ fn a_failed_fsync_poisons_the_writer_for_good() {
 fn concurrent_appenders_are_batched_and_all_durable() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::open(tmp.path()).unwrap();
-    let log = Arc::new(Log::open(&dir, options(64 << 10, IoChoice::Auto)).unwrap());
+    let log = Arc::new(Log::open(&dir, options(64 << 10, IoChoice::IoUring)).unwrap());
     let handles: Vec<_> = (0..16u32)
         .map(|w| {
             let log = log.clone();

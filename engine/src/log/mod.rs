@@ -3,9 +3,9 @@
 //! Append-only segment files under `<data>/log/`, each a header followed by
 //! framed records (see `engine/FORMAT.md`). One record per committed
 //! transaction. A single writer thread gathers every record that is ready
-//! (group commit), writes them with one write and one fdatasync (io_uring,
-//! write linked before sync; or pwrite + fdatasync) and only then
-//! acknowledges them.
+//! (group commit), writes them with one write and one fdatasync (pwrite +
+//! fdatasync by default; or io_uring, write linked before sync) and only
+//! then acknowledges them.
 //!
 //! Invariants:
 //! 1. An append is acknowledged only after its bytes are durable.
@@ -206,7 +206,6 @@ pub struct Log {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     backend: &'static str,
-    backend_note: Option<String>,
     recovery: RecoveryReport,
 }
 
@@ -291,14 +290,12 @@ impl Log {
             }
         };
 
-        let (sync_writer, backend_note) = options
+        let sync_writer = options
             .io
             .build()
             .map_err(|e| LogError::io("setting up the log's I/O".into(), e))?;
         let backend = sync_writer.name();
-        if let Some(note) = &backend_note {
-            tracing::warn!("{note}");
-        }
+        tracing::info!(io = backend, "log writer started");
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 entries: VecDeque::new(),
@@ -331,7 +328,6 @@ impl Log {
             shared,
             writer: Some(handle),
             backend,
-            backend_note,
             recovery: report,
         })
     }
@@ -420,11 +416,6 @@ impl Log {
     /// The I/O path in use: "io_uring" or "pwrite".
     pub fn io_backend(&self) -> &'static str {
         self.backend
-    }
-
-    /// Why the preferred I/O path was not used, if it was not.
-    pub fn io_backend_note(&self) -> Option<&str> {
-        self.backend_note.as_deref()
     }
 
     pub fn recovery(&self) -> &RecoveryReport {
