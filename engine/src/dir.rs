@@ -7,6 +7,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -49,7 +50,7 @@ impl DataDir {
             .truncate(false)
             .open(path.join(LOCK_FILE))
             .map_err(io_err)?;
-        if !sys::lock_exclusive(&lock).map_err(io_err)? {
+        if !lock_with_retry(&lock).map_err(io_err)? {
             let mut holder = String::new();
             let _ = lock.read_to_string(&mut holder);
             let holder = holder.trim();
@@ -84,6 +85,26 @@ impl DataDir {
 
     pub fn log_dir(&self) -> PathBuf {
         self.path.join(LOG_DIR)
+    }
+}
+
+/// How long a busy lock is retried before the directory is reported in use.
+///
+/// A process that just closed the directory may still be holding the lock
+/// for a moment: between `fork` and `exec`, a child it spawns holds a copy
+/// of every descriptor, the lock file's included.
+pub const LOCK_RETRY: Duration = Duration::from_millis(500);
+
+fn lock_with_retry(lock: &File) -> io::Result<bool> {
+    let started = Instant::now();
+    loop {
+        if sys::lock_exclusive(lock)? {
+            return Ok(true);
+        }
+        if started.elapsed() >= LOCK_RETRY {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
