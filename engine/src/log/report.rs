@@ -7,11 +7,21 @@
 
 use serde::Serialize;
 
-use super::scan::{scan_log, Check, ScannedLog};
+use super::scan::{scan_log, Check, RecordView, ScannedLog};
+use super::CommitRecord;
 use super::LogError;
 use crate::dir::DataDir;
 use crate::ts::Ts;
 use crate::value::json::to_json;
+
+/// Decodes a record, reporting a failure as corruption at its place.
+fn decode(dir: &DataDir, r: &RecordView<'_>) -> Result<CommitRecord, LogError> {
+    r.decode().map_err(|reason| LogError::Corruption {
+        segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
+        offset: r.offset,
+        reason,
+    })
+}
 
 /// The outcome of a successful verification (corruption is an `Err`).
 #[derive(Clone, Debug, Serialize)]
@@ -40,11 +50,7 @@ pub fn verify(dir: &DataDir) -> Result<VerifyReport, LogError> {
     let log = scan_log(&dir.log_dir(), Check::DecodeBodies)?;
     let mut writes = 0u64;
     for r in log.records() {
-        let rec = r.decode().map_err(|reason| LogError::Corruption {
-            segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
-            offset: r.offset,
-            reason,
-        })?;
+        let rec = decode(dir, &r)?;
         writes += rec.writes.len() as u64;
     }
     Ok(VerifyReport {
@@ -115,17 +121,17 @@ pub fn stats(dir: &DataDir) -> Result<Stats, LogError> {
         if r.header.flags & super::format::FLAG_ZSTD != 0 {
             s.compressed_records += 1;
         }
-        if r.stored.len() >= 4 {
-            // The write count is the first 4 bytes of the raw body.
-            let raw = super::format::open_body(&r.header, r.stored).map_err(|reason| {
-                LogError::Corruption {
-                    segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
-                    offset: r.offset,
-                    reason,
-                }
-            })?;
-            s.writes += u64::from(u32::from_le_bytes(raw[0..4].try_into().expect("4 bytes")));
-        }
+        // The write count is the first 4 bytes of the raw body.
+        let corrupt = |reason: String| LogError::Corruption {
+            segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
+            offset: r.offset,
+            reason,
+        };
+        let raw = super::format::open_body(&r.header, r.stored).map_err(corrupt)?;
+        let count = raw
+            .get(0..4)
+            .ok_or_else(|| corrupt("commit body shorter than its write count".into()))?;
+        s.writes += u64::from(u32::from_le_bytes(count.try_into().expect("4 bytes")));
     }
     if s.stored_body_bytes > 0 {
         s.compression_ratio = s.raw_body_bytes as f64 / s.stored_body_bytes as f64;
@@ -180,11 +186,7 @@ pub fn inspect(dir: &DataDir, filter: &InspectFilter) -> Result<Vec<RecordSummar
             break;
         }
         let segment = super::segment_file_name(r.segment_id);
-        let rec = r.decode().map_err(|reason| LogError::Corruption {
-            segment: dir.log_dir().join(&segment),
-            offset: r.offset,
-            reason,
-        })?;
+        let rec = decode(dir, &r)?;
         let writes = rec
             .writes
             .iter()
@@ -235,11 +237,7 @@ pub fn document_history(
     let log = scan_log(&dir.log_dir(), Check::Checksums)?;
     let mut out = Vec::new();
     for r in log.records() {
-        let rec = r.decode().map_err(|reason| LogError::Corruption {
-            segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
-            offset: r.offset,
-            reason,
-        })?;
+        let rec = decode(dir, &r)?;
         for w in rec.writes.iter().filter(|w| w.id == *id) {
             out.push(DocumentVersion {
                 ts: rec.ts,
@@ -273,11 +271,7 @@ pub fn tables(dir: &DataDir) -> Result<Vec<TableSummary>, LogError> {
     let log = scan_log(&dir.log_dir(), Check::Checksums)?;
     let mut live: BTreeMap<crate::id::DocumentId, Option<crate::value::Object>> = BTreeMap::new();
     for r in log.records() {
-        let rec = r.decode().map_err(|reason| LogError::Corruption {
-            segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
-            offset: r.offset,
-            reason,
-        })?;
+        let rec = decode(dir, &r)?;
         for w in rec.writes {
             live.insert(w.id, w.document);
         }
