@@ -384,6 +384,14 @@ fn interleaved_transactions_match_the_model() {
     }
 }
 
+/// The `balance` of an account document.
+fn balance(tx: &mut Transaction<'_>, id: DocumentId) -> i64 {
+    match tx.get(id).unwrap().unwrap().get("balance") {
+        Some(Value::Int64(n)) => *n,
+        other => panic!("account {id} has balance {other:?}"),
+    }
+}
+
 #[test]
 fn concurrent_transfers_keep_the_total() {
     let tmp = tempfile::tempdir().unwrap();
@@ -430,24 +438,9 @@ fn concurrent_transfers_keep_the_total() {
                         }
                         let mut tx = db.begin();
                         // A reader in the same transaction sees a consistent total.
-                        let total: i64 = ids
-                            .iter()
-                            .map(|id| match tx.get(*id).unwrap().unwrap().get("balance") {
-                                Some(Value::Int64(n)) => *n,
-                                _ => unreachable!(),
-                            })
-                            .sum();
+                        let total: i64 = ids.iter().map(|id| balance(&mut tx, *id)).sum();
                         assert_eq!(total, 100 * ACCOUNTS as i64);
-                        let bal = |tx: &mut Transaction<'_>, id| match tx
-                            .get(id)
-                            .unwrap()
-                            .unwrap()
-                            .get("balance")
-                        {
-                            Some(Value::Int64(n)) => *n,
-                            _ => unreachable!(),
-                        };
-                        let (ba, bb) = (bal(&mut tx, ids[a]), bal(&mut tx, ids[b]));
+                        let (ba, bb) = (balance(&mut tx, ids[a]), balance(&mut tx, ids[b]));
                         if a != b {
                             let set = |n: i64| {
                                 BTreeMap::from([("balance".to_string(), Some(Value::Int64(n)))])
@@ -478,12 +471,6 @@ fn concurrent_transfers_keep_the_total() {
     }
     assert!(stats.values().all(|(done, _)| *done == 150));
     let mut tx = db.begin();
-    let total: i64 = ids
-        .iter()
-        .map(|id| match tx.get(*id).unwrap().unwrap().get("balance") {
-            Some(Value::Int64(n)) => *n,
-            _ => unreachable!(),
-        })
-        .sum();
+    let total: i64 = ids.iter().map(|id| balance(&mut tx, *id)).sum();
     assert_eq!(total, 100 * ACCOUNTS as i64);
 }

@@ -30,6 +30,14 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// Each line of stdout parsed as JSON.
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn write_log(data: &Path, n: u32) -> Vec<Ts> {
     let dir = DataDir::open(data).unwrap();
     let log = Log::open(&dir, LogOptions::default()).unwrap();
@@ -103,11 +111,7 @@ fn verify_stats_and_inspect_on_a_clean_log() {
         ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["ts"], tss[3].0);
     assert_eq!(
@@ -202,11 +206,7 @@ fn inspect_shows_a_documents_history_and_the_tables() {
     };
     let o = logtool(tmp.path(), &["inspect", "--id", &id.encode(), "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let versions: Vec<serde_json::Value> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let versions = json_lines(&o);
     assert_eq!(versions.len(), 3);
     assert_eq!(versions[0]["document"]["channel"], "general");
     assert_eq!(versions[1]["document"]["channel"], "random");

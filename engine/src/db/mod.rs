@@ -292,6 +292,7 @@ impl Database {
             reads: Vec::new(),
             read_documents: 0,
             read_bytes: 0,
+            write_bytes: 0,
             writes: BTreeMap::new(),
             new_tables: HashMap::new(),
             last_creation_time: 0.0,
@@ -555,6 +556,8 @@ pub struct Transaction<'db> {
     reads: Vec<(IndexId, KeyInterval)>,
     read_documents: usize,
     read_bytes: usize,
+    /// Sum of the sizes of the documents in `writes`.
+    write_bytes: usize,
     /// Final state of every document written: `None` deletes.
     writes: BTreeMap<DocumentId, Option<Doc>>,
     /// Tables this transaction creates: name → number.
@@ -793,9 +796,11 @@ impl Transaction<'_> {
         if !self.writes.contains_key(&id) && self.writes.len() >= WRITE_DOCUMENTS_MAX {
             return Err(DbError::TooManyWrites);
         }
-        self.writes.insert(id, doc);
-        let bytes: usize = self.writes.values().flatten().map(|d| object_size(d)).sum();
-        if bytes > WRITE_BYTES_MAX {
+        let size = |d: &Option<Doc>| d.as_deref().map_or(0, object_size);
+        let added = size(&doc);
+        let replaced = self.writes.insert(id, doc).as_ref().map_or(0, size);
+        self.write_bytes = self.write_bytes + added - replaced;
+        if self.write_bytes > WRITE_BYTES_MAX {
             return Err(DbError::TooManyBytesWritten);
         }
         Ok(())
