@@ -161,23 +161,47 @@ fn obj(k: i64, v: i64) -> Object {
     o
 }
 
+/// Options that make GC as eager as the rules allow (no retention window:
+/// only running transactions and the checkpoint hold versions back), with
+/// checkpoints and GC run only when the test asks.
+fn eager_gc() -> DbOptions {
+    DbOptions {
+        retention: std::time::Duration::ZERO,
+        checkpoint_every_bytes: None,
+        maintenance_interval: std::time::Duration::from_secs(3600),
+        ..DbOptions::default()
+    }
+}
+
 fn run_seed(seed: u64, steps: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().unwrap();
     let dir = DataDir::open(tmp.path()).unwrap();
-    let db = Database::open(&dir, DbOptions::default()).unwrap();
+    let db = Database::open(&dir, eager_gc()).unwrap();
     {
         let mut tx = db.begin();
         tx.add_index("items", "by_k", &[FieldPath::single("k").unwrap()])
             .unwrap();
         db.commit(tx).unwrap();
+        db.wait_for_index("items", "by_k", std::time::Duration::from_secs(10))
+            .unwrap();
     }
     let mut history: Vec<(Ts, State)> = vec![(db.snapshot_ts(), State::new())];
     let mut known: Vec<DocumentId> = Vec::new();
     let mut open: Vec<Open<'_>> = Vec::new();
     let (mut commits, mut conflicts) = (0, 0);
+    let (mut checkpoints, mut gcs) = (0, 0);
     for _ in 0..steps {
         let choice = rng.gen_range(0..100);
+        // Checkpoints and GC run between steps, with transactions open:
+        // every later read of those transactions must stay exact.
+        if rng.gen_range(0..100) < 3 && db.checkpoint().unwrap().is_some() {
+            checkpoints += 1;
+        }
+        if rng.gen_range(0..100) < 5 {
+            db.collect_garbage();
+            gcs += 1;
+        }
         if open.is_empty() || (choice < 15 && open.len() < 4) {
             let tx = db.begin();
             let begin = tx.begin_ts();
@@ -349,9 +373,14 @@ fn run_seed(seed: u64, steps: usize) {
         }
     }
     let latest = history.last().unwrap().1.clone();
+    assert!(
+        checkpoints > 0 && gcs > 0,
+        "seed {seed}: {checkpoints} checkpoints, {gcs} GCs"
+    );
     drop(db);
-    // Reopen: the log replays to the same state, indexes included.
-    let db = Database::open(&dir, DbOptions::default()).unwrap();
+    // Reopen: the checkpoint plus the log after it give the same state,
+    // indexes included.
+    let db = Database::open(&dir, eager_gc()).unwrap();
     let mut tx = db.begin();
     for read in [
         Read::ScanAll {

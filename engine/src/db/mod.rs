@@ -1,38 +1,53 @@
 //! The database: tables of documents with multiversion indexes over the
-//! transaction log, snapshot reads, and serializable transactions by
-//! optimistic concurrency.
+//! transaction log, snapshot reads, serializable transactions by optimistic
+//! concurrency, background checkpoints and version GC.
 //!
 //! Invariants (numbered as in `engine/FORMAT.md`, "MVCC invariants"):
-//! 1. The log is the source of truth: the in-memory store is rebuilt from it
-//!    at open, and a commit's versions enter the store only after they are
-//!    queued to the log, under the committer lock, in timestamp order.
+//! 1. The log is the source of truth: the in-memory store is rebuilt from
+//!    the last checkpoint plus the log after it at open, and a commit's
+//!    versions enter the store only after they are queued to the log, under
+//!    the committer lock, in timestamp order.
 //! 2. A snapshot at `ts` sees exactly the commits `<= ts`. The published
 //!    timestamp advances only once a commit is durable, so a reader never
 //!    sees a commit that could still be lost, nor half of one.
 //! 3. A transaction commits only if no commit after its begin timestamp
 //!    wrote a key (old or new, in any index) inside an interval it read:
 //!    commits are serializable in commit-timestamp order.
+//! 4. Every snapshot from the oldest readable timestamp on reads exactly:
+//!    GC drops only versions older than the newest one at or before its
+//!    horizon, and the horizon never passes the retention window, a running
+//!    transaction, a running backfill or the installed checkpoint.
+//! 5. A checkpoint is the state at one published timestamp, written in full
+//!    and made durable before the manifest names it; the manifest is
+//!    replaced atomically, so a crash leaves the old or the new checkpoint.
 
+mod backfill;
+mod checkpoint;
 mod keys;
 mod store;
+mod tx;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ops::Bound;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub use crate::query::{index_key_of as key_of, prefix_successor, FieldPath, KeyInterval};
+pub use checkpoint::{CheckpointInfo, Manifest, ManifestIndex, CHECKPOINT_DIR, MANIFEST_FILE};
 pub use keys::{
     check_index_name, check_table_name, prefix_key, IndexDef, BY_CREATION_TIME, BY_ID,
     CREATION_TIME_FIELD, ID_FIELD,
 };
-pub use store::{Doc, IndexId, Order, Store, Versions};
+pub use store::{encode_entry, Base, Doc, IndexId, Order, Store, Versions};
+pub use tx::{doc_id, id_key, Transaction};
 
+use crate::checkpoint::CheckpointError;
 use crate::dir::DataDir;
-use crate::id::{DocumentId, InternalId, TableNumber};
+use crate::id::{DocumentId, TableNumber};
 use crate::log::{scan_log, Check, DocumentWrite, Log, LogError, LogOptions};
 use crate::ts::Ts;
-use crate::value::limits::{check_document, object_size};
 use crate::value::{Object, Value, ValueError};
 
 /// System table holding one document per table: `{name, number}`.
@@ -59,6 +74,8 @@ pub const WRITE_BYTES_MAX: usize = 8 << 20;
 pub enum DbError {
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("{0}")]
     InvalidValue(#[from] ValueError),
     #[error("{0}")]
@@ -73,6 +90,14 @@ pub enum DbError {
     NonexistentDocument { op: &'static str, id: String },
     #[error("Index {table}.{index} not found.")]
     IndexNotFound { table: String, index: String },
+    #[error("Index {table}.{index} is currently backfilling and not available to query yet.")]
+    IndexBackfilling { table: String, index: String },
+    #[error("Index {table}.{index} did not finish backfilling within {waited:?}.")]
+    IndexBackfillTimeout {
+        table: String,
+        index: String,
+        waited: Duration,
+    },
     #[error(
         "Documents read from or written to the \"{table}\" table changed while this transaction \
          was being run (document {id} was written by the commit at timestamp {ts}); retry the transaction"
@@ -102,12 +127,45 @@ pub enum DbError {
     TooManyBytesWritten,
     #[error("the log holds an invalid catalog document at timestamp {ts}: {reason}")]
     BadCatalog { ts: Ts, reason: String },
+    #[error("the checkpoint in {} cannot be used: {reason}", path.display())]
+    BadCheckpoint { path: PathBuf, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DbError {
+    fn io(context: String, source: std::io::Error) -> DbError {
+        DbError::Io { context, source }
+    }
 }
 
 /// Tunables of the database.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DbOptions {
     pub log: LogOptions,
+    /// How far back snapshots stay readable in memory (DESIGN: "a few
+    /// minutes"). Versions superseded before `now - retention` are dropped.
+    pub retention: Duration,
+    /// Start a background checkpoint once this many log bytes were written
+    /// since the last one; `None` checkpoints only when asked.
+    pub checkpoint_every_bytes: Option<u64>,
+    /// How often the background thread looks for GC and checkpoint work.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            log: LogOptions::default(),
+            retention: Duration::from_secs(5 * 60),
+            checkpoint_every_bytes: Some(256 << 20),
+            maintenance_interval: Duration::from_millis(250),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +174,14 @@ struct Catalog {
     table_names: HashMap<TableNumber, String>,
     /// Indexes of each table, by name.
     indexes: HashMap<TableNumber, BTreeMap<String, IndexDef>>,
+    /// The `_index` document defining each user index (its identity: a
+    /// removed and re-added index with the same name is another index).
+    index_docs: HashMap<IndexId, DocumentId>,
+    /// When each user index was defined (indexes loaded from a checkpoint
+    /// are older than any snapshot and are not listed).
+    created: HashMap<IndexId, Ts>,
+    /// Indexes still being filled, with the timestamp they are filled at.
+    backfilling: BTreeMap<IndexId, Ts>,
     next_index: u32,
 }
 
@@ -131,10 +197,19 @@ impl Catalog {
             .flat_map(|m| m.values())
     }
 
-    /// Registers a table and its built-in indexes in memory.
-    fn add_table(&mut self, store: &mut Store, name: &str, number: TableNumber) {
-        self.tables_by_name.insert(name.to_string(), number);
-        self.table_names.insert(number, name.to_string());
+    fn by_id(&self, table: TableNumber) -> Option<IndexId> {
+        self.index(table, BY_ID).map(|d| d.id)
+    }
+
+    fn table_name(&self, table: TableNumber) -> String {
+        self.table_names
+            .get(&table)
+            .cloned()
+            .unwrap_or_else(|| table.get().to_string())
+    }
+
+    /// The built-in indexes of a table: (name, key fields).
+    fn builtin_indexes(number: TableNumber) -> Vec<(String, Vec<FieldPath>)> {
         let mut defs = vec![
             (BY_ID.to_string(), IndexDef::by_id_fields()),
             (
@@ -148,7 +223,14 @@ impl Catalog {
                 IndexDef::user_fields(&[FieldPath::single("name").expect("a valid field name")]),
             ));
         }
-        for (index_name, fields) in defs {
+        defs
+    }
+
+    /// Registers a table and its built-in indexes in memory.
+    fn add_table(&mut self, store: &mut Store, name: &str, number: TableNumber) {
+        self.tables_by_name.insert(name.to_string(), number);
+        self.table_names.insert(number, name.to_string());
+        for (index_name, fields) in Self::builtin_indexes(number) {
             self.add_index(store, number, &index_name, fields);
         }
     }
@@ -174,6 +256,15 @@ impl Catalog {
         );
         id
     }
+
+    fn remove_index(&mut self, store: &mut Store, table: TableNumber, name: &str) {
+        if let Some(def) = self.indexes.get_mut(&table).and_then(|m| m.remove(name)) {
+            store.drop_index(def.id);
+            self.index_docs.remove(&def.id);
+            self.created.remove(&def.id);
+            self.backfilling.remove(&def.id);
+        }
+    }
 }
 
 struct State {
@@ -181,51 +272,8 @@ struct State {
     catalog: Catalog,
 }
 
-/// One written key of a commit, kept for validating later transactions.
-#[derive(Clone, Debug)]
-struct WrittenKey {
-    index: IndexId,
-    key: Vec<u8>,
-    id: DocumentId,
-}
-
-#[derive(Debug)]
-struct CommittedWrites {
-    ts: Ts,
-    keys: Vec<WrittenKey>,
-}
-
-#[derive(Default)]
-struct Committer {
-    /// Writes of recent commits, oldest first, kept while a running
-    /// transaction began before them.
-    window: VecDeque<CommittedWrites>,
-}
-
-/// The open database.
-pub struct Database {
-    log: Log,
-    state: RwLock<State>,
-    committer: Mutex<Committer>,
-    /// Begin timestamps of running transactions (timestamp → count).
-    active: Mutex<BTreeMap<Ts, usize>>,
-    published: AtomicU64,
-    next_table: AtomicU32,
-}
-
-impl std::fmt::Debug for Database {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database")
-            .field("published", &self.published.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
-impl Database {
-    /// Opens the database of a locked data directory: replays the log into
-    /// memory and starts accepting transactions.
-    pub fn open(dir: &DataDir, options: DbOptions) -> Result<Database, DbError> {
-        let log = Log::open(dir, options.log)?;
+impl State {
+    fn new() -> State {
         let mut state = State {
             store: Store::default(),
             catalog: Catalog::default(),
@@ -237,10 +285,162 @@ impl Database {
             let n = TableNumber::new(number).expect("non-zero");
             state.catalog.add_table(&mut state.store, name, n);
         }
+        state
+    }
+
+    /// The newest version of a document.
+    fn latest(&self, id: &DocumentId) -> Result<Option<Doc>, CheckpointError> {
+        match self.catalog.by_id(id.table) {
+            Some(ix) => self.store.get(ix, &id_key(id), Ts::MAX),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One written key of a commit, kept for validating later transactions and
+/// for GC.
+#[derive(Clone, Debug)]
+struct WrittenKey {
+    index: IndexId,
+    key: Vec<u8>,
+    id: DocumentId,
+}
+
+#[derive(Debug)]
+struct CommittedWrites {
+    ts: Ts,
+    keys: Arc<[WrittenKey]>,
+}
+
+#[derive(Default)]
+struct Committer {
+    /// Writes of recent commits, oldest first, kept while a running
+    /// transaction began before them.
+    window: VecDeque<CommittedWrites>,
+}
+
+#[derive(Default)]
+struct Gc {
+    /// Keys written by each commit not yet past the GC horizon, oldest
+    /// first.
+    queue: VecDeque<CommittedWrites>,
+    /// Keys whose chain is settled but whose index has no checkpoint yet:
+    /// pruned again once one is installed.
+    uncovered: Vec<(IndexId, Vec<u8>)>,
+}
+
+/// Figures of the database, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DbStats {
+    pub published: Ts,
+    /// Timestamp of the installed checkpoint, if any.
+    pub checkpoint_ts: Option<Ts>,
+    /// Oldest snapshot that reads exactly.
+    pub oldest_readable: Ts,
+    /// Keys with a version chain in memory.
+    pub memory_keys: usize,
+    /// Versions in those chains.
+    pub memory_versions: usize,
+    pub checkpoints_written: u64,
+    pub versions_pruned_commits: u64,
+}
+
+/// Everything the database's threads share.
+struct Shared {
+    data_dir: PathBuf,
+    log: Log,
+    options: DbOptions,
+    state: RwLock<State>,
+    committer: Mutex<Committer>,
+    /// Begin timestamps of running transactions (timestamp → count).
+    active: Mutex<BTreeMap<Ts, usize>>,
+    published: AtomicU64,
+    next_table: AtomicU32,
+    gc: Mutex<Gc>,
+    /// The installed checkpoint's timestamp (0: none).
+    checkpoint_ts: AtomicU64,
+    /// Oldest snapshot that reads exactly: the checkpoint opened from, then
+    /// the GC horizon.
+    oldest_readable: AtomicU64,
+    /// Serializes checkpoints.
+    checkpoint_lock: Mutex<()>,
+    log_bytes_at_checkpoint: AtomicU64,
+    checkpoints_written: AtomicU64,
+    pruned_commits: AtomicU64,
+    /// Signalled when a backfill finishes.
+    backfill_done: Condvar,
+    backfill_lock: Mutex<()>,
+    stop: AtomicBool,
+}
+
+/// The open database.
+pub struct Database {
+    shared: Arc<Shared>,
+    maintenance: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("published", &self.shared.published.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.maintenance.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        // Backfill threads stop at their next chunk; wait for them so no
+        // thread outlives the data directory's lock.
+        let mut guard = self
+            .shared
+            .backfill_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        while !self.shared.read_state().catalog.backfilling.is_empty()
+            && Arc::strong_count(&self.shared) > 1
+        {
+            guard = self
+                .shared
+                .backfill_done
+                .wait_timeout(guard, Duration::from_millis(10))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Database {
+    /// Opens the database of a locked data directory: maps the last
+    /// checkpoint, replays the log after it into memory and starts
+    /// accepting transactions.
+    pub fn open(dir: &DataDir, options: DbOptions) -> Result<Database, DbError> {
+        let log = Log::open(dir, options.log.clone())?;
+        let loaded = checkpoint::load(dir.path())?;
+        let mut state = State::new();
+        let checkpoint_ts = match &loaded {
+            Some(l) => {
+                checkpoint::install_loaded(&mut state, l)?;
+                l.manifest.ts
+            }
+            None => Ts::MIN,
+        };
         let mut max_table = TableNumber::FIRST_USER.get() - 1;
+        for n in state.catalog.table_names.keys() {
+            max_table = max_table.max(n.get());
+        }
+        let mut gc = Gc::default();
+        let mut pending = Vec::new();
         {
             let scanned = scan_log(&dir.log_dir(), Check::Checksums)?;
             for r in scanned.records() {
+                if r.ts() <= checkpoint_ts {
+                    continue;
+                }
                 let rec = r.decode().map_err(|reason| LogError::Corruption {
                     segment: dir
                         .log_dir()
@@ -256,96 +456,107 @@ impl Database {
                 for (id, _) in &writes {
                     max_table = max_table.max(id.table.get());
                 }
-                apply(&mut state, rec.ts, &writes)
-                    .map_err(|reason| DbError::BadCatalog { ts: rec.ts, reason })?;
+                let applied = apply(&mut state, rec.ts, &writes)?;
+                pending.extend(applied.new_indexes);
+                gc.queue.push_back(CommittedWrites {
+                    ts: rec.ts,
+                    keys: applied.keys.into(),
+                });
             }
         }
-        let published = log.recovery().last_ts.unwrap_or(Ts::MIN);
-        Ok(Database {
+        let last = log.recovery().last_ts.unwrap_or(Ts::MIN);
+        if last < checkpoint_ts {
+            return Err(DbError::BadCheckpoint {
+                path: dir.path().join(CHECKPOINT_DIR),
+                reason: format!(
+                    "the checkpoint is at timestamp {checkpoint_ts} but the log ends at {last}: \
+                     the log lost acknowledged commits, or the checkpoint belongs to another log"
+                ),
+            });
+        }
+        // Nothing commits while opening, so backfills run inline.
+        for ix in pending {
+            gc.uncovered.extend(backfill::run_inline(&mut state, ix)?);
+        }
+        let published = last;
+        let log_bytes = log.counts().bytes;
+        let shared = Arc::new(Shared {
+            data_dir: dir.path().to_path_buf(),
             log,
+            options,
             state: RwLock::new(state),
             committer: Mutex::new(Committer::default()),
             active: Mutex::new(BTreeMap::new()),
             published: AtomicU64::new(published.0),
             next_table: AtomicU32::new(max_table + 1),
+            gc: Mutex::new(gc),
+            checkpoint_ts: AtomicU64::new(checkpoint_ts.0),
+            oldest_readable: AtomicU64::new(checkpoint_ts.0),
+            checkpoint_lock: Mutex::new(()),
+            log_bytes_at_checkpoint: AtomicU64::new(log_bytes),
+            checkpoints_written: AtomicU64::new(0),
+            pruned_commits: AtomicU64::new(0),
+            backfill_done: Condvar::new(),
+            backfill_lock: Mutex::new(()),
+            stop: AtomicBool::new(false),
+        });
+        checkpoint::remove_unreferenced(dir.path(), loaded.as_ref().map(|l| &l.manifest))?;
+        let bg = Arc::clone(&shared);
+        let maintenance = std::thread::Builder::new()
+            .name("db-maintenance".into())
+            .spawn(move || bg.maintenance_loop())
+            .map_err(|e| DbError::io("starting the maintenance thread".into(), e))?;
+        Ok(Database {
+            shared,
+            maintenance: Some(maintenance),
         })
     }
 
     /// The newest durable, published timestamp.
     pub fn snapshot_ts(&self) -> Ts {
-        Ts(self.published.load(Ordering::Acquire))
+        self.shared.snapshot_ts()
     }
 
     pub fn log(&self) -> &Log {
-        &self.log
+        &self.shared.log
     }
 
     /// Starts a transaction reading at the newest published snapshot.
     pub fn begin(&self) -> Transaction<'_> {
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let mut active = self.shared.active.lock().unwrap_or_else(|p| p.into_inner());
         let ts = self.snapshot_ts();
         *active.entry(ts).or_default() += 1;
         drop(active);
-        Transaction {
-            db: self,
-            begin_ts: ts,
-            reads: Vec::new(),
-            read_documents: 0,
-            read_bytes: 0,
-            write_bytes: 0,
-            writes: BTreeMap::new(),
-            new_tables: HashMap::new(),
-            last_creation_time: 0.0,
-            finished: false,
-        }
-    }
-
-    fn end(&self, begin_ts: Ts) {
-        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = active.get_mut(&begin_ts) {
-            *n -= 1;
-            if *n == 0 {
-                active.remove(&begin_ts);
-            }
-        }
-    }
-
-    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        Transaction::new(self, ts)
     }
 
     /// Validates and commits a transaction; returns its commit timestamp
     /// once it is durable and visible. A read-only transaction commits at
     /// its begin timestamp without touching the log.
     pub fn commit(&self, mut tx: Transaction<'_>) -> Result<Ts, DbError> {
-        tx.finished = true;
-        let begin_ts = tx.begin_ts;
+        let begin_ts = tx.begin_ts();
         let result = self.commit_inner(&mut tx);
-        self.end(begin_ts);
+        tx.finish();
+        self.shared.end(begin_ts);
         result
     }
 
     fn commit_inner(&self, tx: &mut Transaction<'_>) -> Result<Ts, DbError> {
+        let shared = &*self.shared;
         if tx.writes.is_empty() {
-            return Ok(tx.begin_ts);
+            return Ok(tx.begin_ts());
         }
-        let ticket = {
-            let mut committer = self.committer.lock().unwrap_or_else(|p| p.into_inner());
+        let (ticket, new_indexes) = {
+            let mut committer = shared.committer.lock().unwrap_or_else(|p| p.into_inner());
             // Validate against every commit after our snapshot.
-            for c in committer.window.iter().filter(|c| c.ts > tx.begin_ts) {
-                for w in &c.keys {
+            for c in committer.window.iter().filter(|c| c.ts > tx.begin_ts()) {
+                for w in c.keys.iter() {
                     if tx
                         .reads
                         .iter()
                         .any(|(ix, iv)| *ix == w.index && iv.contains(&w.key))
                     {
-                        let table = self
-                            .read_state()
-                            .catalog
-                            .table_names
-                            .get(&w.id.table)
-                            .cloned()
-                            .unwrap_or_else(|| w.id.table.get().to_string());
+                        let table = shared.read_state().catalog.table_name(w.id.table);
                         return Err(DbError::Conflict {
                             table,
                             id: w.id.encode(),
@@ -363,33 +574,42 @@ impl Database {
                     document: d.as_ref().map(|d| (**d).clone()),
                 })
                 .collect();
-            let ts = self.log.next_ts();
-            let ticket = self.log.append_at(ts, &log_writes)?;
-            let keys = {
-                let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-                apply(&mut state, ts, &writes)
-                    .map_err(|reason| DbError::BadCatalog { ts, reason })?
+            let ts = shared.log.next_ts();
+            let ticket = shared.log.append_at(ts, &log_writes)?;
+            let applied = {
+                let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
+                apply(&mut state, ts, &writes)?
             };
-            committer.window.push_back(CommittedWrites { ts, keys });
+            let keys: Arc<[WrittenKey]> = applied.keys.into();
+            committer.window.push_back(CommittedWrites {
+                ts,
+                keys: Arc::clone(&keys),
+            });
+            shared
+                .gc
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .queue
+                .push_back(CommittedWrites { ts, keys });
             // Drop what no running transaction can conflict with.
-            let oldest = {
-                let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-                active.keys().next().copied().unwrap_or(self.snapshot_ts())
-            };
+            let oldest = shared.oldest_active().unwrap_or(shared.snapshot_ts());
             while committer.window.front().is_some_and(|c| c.ts <= oldest) {
                 committer.window.pop_front();
             }
-            ticket
+            (ticket, applied.new_indexes)
         };
         let ts = ticket.wait()?;
         // Batches become durable in order, so everything up to `ts` is.
-        self.published.fetch_max(ts.0, Ordering::AcqRel);
+        shared.published.fetch_max(ts.0, Ordering::AcqRel);
+        for ix in new_indexes {
+            backfill::spawn(&self.shared, ix)?;
+        }
         Ok(ts)
     }
 
     /// The names of the user tables that exist at the newest snapshot.
     pub fn table_names(&self) -> Vec<String> {
-        let state = self.read_state();
+        let state = self.shared.read_state();
         let mut names: Vec<String> = state
             .catalog
             .tables_by_name
@@ -400,77 +620,260 @@ impl Database {
         names.sort();
         names
     }
+
+    /// Waits until index `table.index` has finished backfilling.
+    pub fn wait_for_index(
+        &self,
+        table: &str,
+        index: &str,
+        timeout: Duration,
+    ) -> Result<(), DbError> {
+        let started = Instant::now();
+        let mut guard = self
+            .shared
+            .backfill_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        loop {
+            let ready = {
+                let state = self.shared.read_state();
+                let def = state
+                    .catalog
+                    .tables_by_name
+                    .get(table)
+                    .and_then(|n| state.catalog.index(*n, index));
+                match def {
+                    None => {
+                        return Err(DbError::IndexNotFound {
+                            table: table.to_string(),
+                            index: index.to_string(),
+                        })
+                    }
+                    Some(d) => !state.catalog.backfilling.contains_key(&d.id),
+                }
+            };
+            if ready {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return Err(DbError::IndexBackfillTimeout {
+                    table: table.to_string(),
+                    index: index.to_string(),
+                    waited,
+                });
+            }
+            guard = self
+                .shared
+                .backfill_done
+                .wait_timeout(guard, (timeout - waited).min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Writes a checkpoint of the newest published snapshot now (commits go
+    /// on meanwhile), installs it and returns what it wrote. Returns `None`
+    /// when the installed checkpoint is already at that snapshot.
+    pub fn checkpoint(&self) -> Result<Option<CheckpointInfo>, DbError> {
+        checkpoint::run(&self.shared)
+    }
+
+    /// Drops versions that no snapshot in the readable window needs.
+    pub fn collect_garbage(&self) {
+        self.shared.gc_step();
+    }
+
+    pub fn stats(&self) -> DbStats {
+        let s = &*self.shared;
+        let (memory_keys, memory_versions) = s.read_state().store.memory_counts();
+        let c = s.checkpoint_ts.load(Ordering::Acquire);
+        DbStats {
+            published: s.snapshot_ts(),
+            checkpoint_ts: (c != 0).then_some(Ts(c)),
+            oldest_readable: Ts(s.oldest_readable.load(Ordering::Acquire)),
+            memory_keys,
+            memory_versions,
+            checkpoints_written: s.checkpoints_written.load(Ordering::Relaxed),
+            versions_pruned_commits: s.pruned_commits.load(Ordering::Relaxed),
+        }
+    }
 }
 
-/// Applies one commit's writes to the store at `ts` and returns the keys it
-/// wrote (old and new key of every index entry it touched). Catalog writes
-/// apply first, so a table created in the same commit has its indexes.
+impl Shared {
+    fn snapshot_ts(&self) -> Ts {
+        Ts(self.published.load(Ordering::Acquire))
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn oldest_active(&self) -> Option<Ts> {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.keys().next().copied()
+    }
+
+    fn end(&self, begin_ts: Ts) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = active.get_mut(&begin_ts) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&begin_ts);
+            }
+        }
+    }
+
+    /// The newest timestamp GC may prune up to: every read at or after it
+    /// stays exact (invariant 4).
+    fn gc_horizon(&self) -> Ts {
+        let published = self.snapshot_ts();
+        let retention = u64::try_from(self.options.retention.as_nanos()).unwrap_or(u64::MAX);
+        let mut h = Ts(published.0.saturating_sub(retention));
+        if let Some(a) = self.oldest_active() {
+            h = h.min(a);
+        }
+        if let Some(b) = self.read_state().catalog.backfilling.values().min() {
+            h = h.min(*b);
+        }
+        h.min(Ts(self.checkpoint_ts.load(Ordering::Acquire)))
+    }
+
+    /// Prunes the chains of every commit at or before the GC horizon, a
+    /// bounded batch per write-lock hold so commits are not held up.
+    fn gc_step(&self) {
+        const KEYS_PER_HOLD: usize = 16_384;
+        let horizon = self.gc_horizon();
+        loop {
+            let mut batch = Vec::new();
+            let mut keys = 0;
+            {
+                let mut gc = self.gc.lock().unwrap_or_else(|p| p.into_inner());
+                while keys < KEYS_PER_HOLD && gc.queue.front().is_some_and(|c| c.ts <= horizon) {
+                    let c = gc.queue.pop_front().expect("checked");
+                    keys += c.keys.len();
+                    batch.push(c);
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let mut uncovered = Vec::new();
+            {
+                let mut state = self.write_state();
+                for c in &batch {
+                    for k in c.keys.iter() {
+                        if state.store.prune(k.index, &k.key, horizon) == store::Pruned::Uncovered {
+                            uncovered.push((k.index, k.key.clone()));
+                        }
+                    }
+                }
+            }
+            self.pruned_commits
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if !uncovered.is_empty() {
+                self.gc
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .uncovered
+                    .extend(uncovered);
+            }
+        }
+        self.oldest_readable.fetch_max(horizon.0, Ordering::AcqRel);
+    }
+
+    fn maintenance_loop(self: Arc<Self>) {
+        while !self.stop.load(Ordering::Acquire) {
+            std::thread::park_timeout(self.options.maintenance_interval);
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            self.gc_step();
+            if let Some(every) = self.options.checkpoint_every_bytes {
+                let written = self.log.counts().bytes;
+                let at = self.log_bytes_at_checkpoint.load(Ordering::Acquire);
+                if written.saturating_sub(at) >= every {
+                    if let Err(e) = checkpoint::run(&self) {
+                        tracing::error!("background checkpoint failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What applying one commit produced.
+struct Applied {
+    /// Old and new key of every index entry the commit touched.
+    keys: Vec<WrittenKey>,
+    /// User indexes the commit defined, to backfill.
+    new_indexes: Vec<IndexId>,
+}
+
+/// Applies one commit's writes to the store at `ts`. Catalog writes apply
+/// first, so a table created in the same commit has its indexes. A new
+/// user index is registered as backfilling at `ts`; its entries for
+/// documents this commit or later ones write are added as they come, and
+/// the backfill adds the rest.
 fn apply(
     state: &mut State,
     ts: Ts,
     writes: &[(DocumentId, Option<Doc>)],
-) -> Result<Vec<WrittenKey>, String> {
+) -> Result<Applied, DbError> {
+    let bad = |reason: String| DbError::BadCatalog { ts, reason };
     let mut order: Vec<&(DocumentId, Option<Doc>)> = writes.iter().collect();
     order.sort_by_key(|(id, _)| id.table.get() >= TableNumber::FIRST_USER.get());
     let mut keys = Vec::new();
+    let mut new_indexes = Vec::new();
     for (id, new) in order {
         if let Some(doc) = new {
             match id.table.get() {
                 TABLES_TABLE_NUMBER => {
-                    let name = doc
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .ok_or("a _tables document lacks a name")?;
-                    let number = match doc.get("number") {
-                        Some(Value::Int64(n)) => u32::try_from(*n)
-                            .ok()
-                            .and_then(|n| TableNumber::new(n).ok()),
-                        _ => None,
-                    }
-                    .ok_or("a _tables document lacks a valid number")?;
-                    if !state.catalog.tables_by_name.contains_key(name) {
+                    let (name, number) = parse_table_doc(doc).map_err(bad)?;
+                    if !state.catalog.tables_by_name.contains_key(&name) {
                         let State { store, catalog } = state;
-                        catalog.add_table(store, name, number);
+                        catalog.add_table(store, &name, number);
                     }
                 }
                 INDEXES_TABLE_NUMBER => {
-                    let (table, name, fields) = parse_index_doc(doc)?;
+                    let (table, name, fields) = parse_index_doc(doc).map_err(bad)?;
                     if state.catalog.index(table, &name).is_none() {
                         let State { store, catalog } = state;
                         let ix =
                             catalog.add_index(store, table, &name, IndexDef::user_fields(&fields));
-                        backfill(state, table, &name, ix, ts);
+                        catalog.index_docs.insert(ix, *id);
+                        catalog.created.insert(ix, ts);
+                        catalog.backfilling.insert(ix, ts);
+                        new_indexes.push(ix);
                     }
                 }
                 _ => {}
             }
         } else if id.table.get() == INDEXES_TABLE_NUMBER {
-            if let Some(old) = state.store.latest(id) {
-                let (table, name, _) = parse_index_doc(&old)?;
+            if let Some(old) = state.latest(id)? {
+                let (table, name, _) = parse_index_doc(&old).map_err(bad)?;
                 let State { store, catalog } = state;
-                if let Some(def) = catalog
-                    .indexes
-                    .get_mut(&table)
-                    .and_then(|m| m.remove(&name))
-                {
-                    store.drop_index(def.id);
-                }
+                catalog.remove_index(store, table, &name);
             }
         }
-        let old = state.store.latest(id);
+        let old = state.latest(id)?;
         let defs: Vec<IndexDef> = state.catalog.table_indexes(id.table).cloned().collect();
         if defs.is_empty() {
-            return Err(format!(
+            return Err(bad(format!(
                 "document {id} belongs to table {} which has no catalog entry",
                 id.table
-            ));
+            )));
         }
         for def in &defs {
             let old_key = old.as_ref().map(|d| def.key_of(d));
             let new_key = new.as_ref().map(|d| def.key_of(d));
             if let Some(k) = &old_key {
                 if new_key.as_ref() != Some(k) {
-                    state.store.put_entry(def.id, k.clone(), ts, None);
+                    state.store.put(def.id, k.clone(), ts, None)?;
                 }
                 keys.push(WrittenKey {
                     index: def.id,
@@ -479,7 +882,7 @@ fn apply(
                 });
             }
             if let Some(k) = new_key {
-                state.store.put_entry(def.id, k.clone(), ts, new.clone());
+                state.store.put(def.id, k.clone(), ts, new.clone())?;
                 if old_key.as_ref() != Some(&k) {
                     keys.push(WrittenKey {
                         index: def.id,
@@ -489,9 +892,24 @@ fn apply(
                 }
             }
         }
-        state.store.put_doc(*id, ts, new.clone());
     }
-    Ok(keys)
+    Ok(Applied { keys, new_indexes })
+}
+
+/// Reads a `_tables` document: `{name: string, number: int64}`.
+fn parse_table_doc(doc: &Object) -> Result<(String, TableNumber), String> {
+    let name = doc
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or("a _tables document lacks a name")?;
+    let number = match doc.get("number") {
+        Some(Value::Int64(n)) => u32::try_from(*n)
+            .ok()
+            .and_then(|n| TableNumber::new(n).ok()),
+        _ => None,
+    }
+    .ok_or("a _tables document lacks a valid number")?;
+    Ok((name.to_string(), number))
 }
 
 /// Reads an `_index` document: `{table: int64, name: string, fields: [string]}`.
@@ -519,523 +937,4 @@ fn parse_index_doc(doc: &Object) -> Result<(TableNumber, String, Vec<FieldPath>)
         _ => return Err("an _index document lacks its fields".into()),
     };
     Ok((table, name.to_string(), fields))
-}
-
-/// Fills a new index with the newest version of every document of its
-/// table, at the timestamp of the commit that defines the index. Runs
-/// under the committer lock, so no commit interleaves with it.
-fn backfill(state: &mut State, table: TableNumber, name: &str, ix: IndexId, ts: Ts) {
-    let Some(def) = state.catalog.index(table, name).cloned() else {
-        return;
-    };
-    let Some(by_id) = state.catalog.index(table, BY_ID).map(|d| d.id) else {
-        return;
-    };
-    let mut docs = Vec::new();
-    state.store.scan(
-        by_id,
-        Bound::Unbounded,
-        Bound::Unbounded,
-        Ts::MAX,
-        Order::Asc,
-        |_, d| {
-            docs.push(d.clone());
-            true
-        },
-    );
-    for d in docs {
-        state.store.put_entry(ix, def.key_of(&d), ts, Some(d));
-    }
-}
-
-/// A transaction: reads at its begin snapshot (plus its own writes),
-/// records what it read, and buffers its writes until commit.
-pub struct Transaction<'db> {
-    db: &'db Database,
-    begin_ts: Ts,
-    reads: Vec<(IndexId, KeyInterval)>,
-    read_documents: usize,
-    read_bytes: usize,
-    /// Sum of the sizes of the documents in `writes`.
-    write_bytes: usize,
-    /// Final state of every document written: `None` deletes.
-    writes: BTreeMap<DocumentId, Option<Doc>>,
-    /// Tables this transaction creates: name → number.
-    new_tables: HashMap<String, TableNumber>,
-    last_creation_time: f64,
-    finished: bool,
-}
-
-impl std::fmt::Debug for Transaction<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transaction")
-            .field("begin_ts", &self.begin_ts)
-            .field("reads", &self.reads.len())
-            .field("writes", &self.writes.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for Transaction<'_> {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.db.end(self.begin_ts);
-        }
-    }
-}
-
-impl Transaction<'_> {
-    pub fn begin_ts(&self) -> Ts {
-        self.begin_ts
-    }
-
-    /// The key intervals read so far, per index.
-    pub fn read_set(&self) -> &[(IndexId, KeyInterval)] {
-        &self.reads
-    }
-
-    fn count_read(&mut self, doc: &Object) -> Result<(), DbError> {
-        self.read_documents += 1;
-        self.read_bytes += object_size(doc);
-        if self.read_documents > READ_DOCUMENTS_MAX {
-            return Err(DbError::TooManyReads);
-        }
-        if self.read_bytes > READ_BYTES_MAX {
-            return Err(DbError::TooManyBytesRead);
-        }
-        Ok(())
-    }
-
-    /// The number of a table, if it exists (for this transaction). Records
-    /// the lookup, so a concurrent creation of the table conflicts.
-    pub fn table_number(&mut self, name: &str) -> Option<TableNumber> {
-        if let Some(n) = self.new_tables.get(name) {
-            return Some(*n);
-        }
-        let state = self.db.read_state();
-        let by_name = state
-            .catalog
-            .index(
-                TableNumber::new(TABLES_TABLE_NUMBER).expect("non-zero"),
-                BY_NAME,
-            )
-            .expect("the _tables table has its by_name index");
-        let prefix = prefix_key(&[Some(&Value::String(name.to_string()))]);
-        self.reads
-            .push((by_name.id, KeyInterval::prefix(prefix.clone())));
-        let mut found = None;
-        let iv = KeyInterval::prefix(prefix);
-        state.store.scan(
-            by_name.id,
-            iv.start_bound(),
-            iv.end_bound(),
-            self.begin_ts,
-            Order::Asc,
-            |_, doc| {
-                found = match doc.get("number") {
-                    Some(Value::Int64(n)) => u32::try_from(*n)
-                        .ok()
-                        .and_then(|n| TableNumber::new(n).ok()),
-                    _ => None,
-                };
-                false
-            },
-        );
-        found
-    }
-
-    /// The name of a table number (as of the newest catalog).
-    pub fn table_name(&self, number: TableNumber) -> Option<String> {
-        if let Some((name, _)) = self.new_tables.iter().find(|(_, n)| **n == number) {
-            return Some(name.clone());
-        }
-        self.db
-            .read_state()
-            .catalog
-            .table_names
-            .get(&number)
-            .cloned()
-    }
-
-    /// Reads a document by id. Reading a missing id is recorded too.
-    pub fn get(&mut self, id: DocumentId) -> Result<Option<Doc>, DbError> {
-        let by_id_key = key_of(&IndexDef::by_id_fields(), &id_only(&id));
-        let index = {
-            let state = self.db.read_state();
-            state.catalog.index(id.table, BY_ID).map(|d| d.id)
-        };
-        if let Some(ix) = index {
-            self.reads.push((ix, KeyInterval::point(by_id_key)));
-        }
-        if let Some(w) = self.writes.get(&id) {
-            return Ok(w.clone());
-        }
-        let doc = self.db.read_state().store.get(&id, self.begin_ts);
-        if let Some(d) = &doc {
-            self.count_read(d)?;
-        }
-        Ok(doc)
-    }
-
-    /// Scans `index` of `table` over `interval` in `order`, returning at most
-    /// `limit` documents, this transaction's own writes included. Records the
-    /// interval it covered (up to the last document returned when the limit
-    /// cut it short).
-    pub fn scan(
-        &mut self,
-        table: &str,
-        index: &str,
-        interval: &KeyInterval,
-        order: Order,
-        limit: Option<usize>,
-    ) -> Result<Vec<Doc>, DbError> {
-        let Some(number) = self.table_number(table) else {
-            return Ok(Vec::new());
-        };
-        let def = {
-            let state = self.db.read_state();
-            state.catalog.index(number, index).cloned()
-        };
-        let Some(def) = def else {
-            return Err(DbError::IndexNotFound {
-                table: table.to_string(),
-                index: index.to_string(),
-            });
-        };
-        // Own writes in this table, keyed in this index.
-        let own: Vec<(Vec<u8>, Doc)> = self
-            .writes
-            .iter()
-            .filter(|(id, _)| id.table == number)
-            .filter_map(|(_, d)| d.as_ref().map(|d| (def.key_of(d), d.clone())))
-            .collect();
-        let own_ids: Vec<DocumentId> = self
-            .writes
-            .keys()
-            .filter(|id| id.table == number)
-            .copied()
-            .collect();
-        // Own writes can only push snapshot documents later, so `limit`
-        // snapshot documents (own ids excluded) are enough.
-        let want = limit;
-        let mut found: Vec<(Vec<u8>, Doc)> = Vec::new();
-        let mut scanned: Vec<Doc> = Vec::new();
-        {
-            let state = self.db.read_state();
-            state.store.scan(
-                def.id,
-                interval.start_bound(),
-                interval.end_bound(),
-                self.begin_ts,
-                order,
-                |k, doc| {
-                    scanned.push(doc.clone());
-                    let id = doc_id(doc);
-                    if !id.is_some_and(|id| own_ids.contains(&id)) {
-                        found.push((k.to_vec(), doc.clone()));
-                    }
-                    want.is_none_or(|w| found.len() < w)
-                },
-            );
-        }
-        for d in &scanned {
-            self.count_read(d)?;
-        }
-        let scan_hit_limit = want.is_some_and(|w| found.len() >= w);
-        for (k, d) in own {
-            if interval.contains(&k) {
-                found.push((k, d));
-            }
-        }
-        match order {
-            Order::Asc => found.sort_by(|a, b| a.0.cmp(&b.0)),
-            Order::Desc => found.sort_by(|a, b| b.0.cmp(&a.0)),
-        }
-        let truncated = limit.is_some_and(|l| found.len() > l);
-        if let Some(l) = limit {
-            found.truncate(l);
-        }
-        // The interval actually covered: all of it, unless the scan stopped
-        // early, in which case up to the last key returned.
-        let covered = match (truncated || scan_hit_limit, found.last()) {
-            (true, Some((last, _))) => match order {
-                Order::Asc => KeyInterval {
-                    start: interval.start.clone(),
-                    end: Bound::Included(last.clone()),
-                },
-                Order::Desc => KeyInterval {
-                    start: Bound::Included(last.clone()),
-                    end: interval.end.clone(),
-                },
-            },
-            _ => interval.clone(),
-        };
-        self.reads.push((def.id, covered));
-        Ok(found.into_iter().map(|(_, d)| d).collect())
-    }
-
-    /// The index definition of `table.index` (as of the newest catalog).
-    pub fn index_def(&mut self, table: &str, index: &str) -> Option<IndexDef> {
-        let number = self.table_number(table)?;
-        self.db.read_state().catalog.index(number, index).cloned()
-    }
-
-    fn next_creation_time(&mut self) -> f64 {
-        let now_ms = crate::ts::wall_clock_ns() as f64 / 1e6;
-        let base = now_ms.max(self.begin_ts.as_millis_f64());
-        let t = if base > self.last_creation_time {
-            base
-        } else {
-            self.last_creation_time.next_up()
-        };
-        self.last_creation_time = t;
-        t
-    }
-
-    fn stage(&mut self, id: DocumentId, doc: Option<Doc>) -> Result<(), DbError> {
-        if !self.writes.contains_key(&id) && self.writes.len() >= WRITE_DOCUMENTS_MAX {
-            return Err(DbError::TooManyWrites);
-        }
-        let size = |d: &Option<Doc>| d.as_deref().map_or(0, object_size);
-        let added = size(&doc);
-        let replaced = self.writes.insert(id, doc).as_ref().map_or(0, size);
-        self.write_bytes = self.write_bytes + added - replaced;
-        if self.write_bytes > WRITE_BYTES_MAX {
-            return Err(DbError::TooManyBytesWritten);
-        }
-        Ok(())
-    }
-
-    /// Inserts a document into `table` (created on first insert) and
-    /// returns its new id. `fields` must not hold system fields.
-    pub fn insert(&mut self, table: &str, fields: Object) -> Result<DocumentId, DbError> {
-        if table.starts_with('_') {
-            return Err(DbError::SystemTableWrite);
-        }
-        check_table_name(table).map_err(DbError::InvalidTableName)?;
-        check_document(&fields)?;
-        if let Some(f) = fields.keys().find(|k| k.starts_with('_')) {
-            return Err(DbError::InvalidDocument(format!(
-                "Field '{f}' starts with an underscore, which is only allowed for system fields like '_id'"
-            )));
-        }
-        let number = match self.table_number(table) {
-            Some(n) => n,
-            None => self.create_table(table)?,
-        };
-        let id = DocumentId {
-            table: number,
-            internal: InternalId::generate(&mut rand::thread_rng(), std::time::SystemTime::now()),
-        };
-        let mut doc = fields;
-        doc.insert(ID_FIELD.into(), Value::String(id.encode()));
-        doc.insert(
-            CREATION_TIME_FIELD.into(),
-            Value::Float64(self.next_creation_time()),
-        );
-        check_document(&doc)?;
-        self.stage(id, Some(Arc::new(doc)))?;
-        Ok(id)
-    }
-
-    fn create_table(&mut self, name: &str) -> Result<TableNumber, DbError> {
-        let n = self.db.next_table.fetch_add(1, Ordering::Relaxed);
-        let number = TableNumber::new(n).expect("table numbers start above 10000");
-        let catalog_id = DocumentId {
-            table: TableNumber::new(TABLES_TABLE_NUMBER).expect("non-zero"),
-            internal: InternalId::generate(&mut rand::thread_rng(), std::time::SystemTime::now()),
-        };
-        let mut doc = Object::new();
-        doc.insert("name".into(), Value::String(name.to_string()));
-        doc.insert("number".into(), Value::Int64(i64::from(n)));
-        doc.insert(ID_FIELD.into(), Value::String(catalog_id.encode()));
-        doc.insert(
-            CREATION_TIME_FIELD.into(),
-            Value::Float64(self.next_creation_time()),
-        );
-        self.stage(catalog_id, Some(Arc::new(doc)))?;
-        self.new_tables.insert(name.to_string(), number);
-        Ok(number)
-    }
-
-    fn existing(&mut self, op: &'static str, id: DocumentId) -> Result<Doc, DbError> {
-        if id.table.get() < TableNumber::FIRST_USER.get() {
-            return Err(DbError::SystemTableWrite);
-        }
-        self.get(id)?.ok_or(DbError::NonexistentDocument {
-            op,
-            id: id.encode(),
-        })
-    }
-
-    /// Shallow-merges `fields` into a document: `Some` sets a field, `None`
-    /// (undefined) removes it. Returns the new document.
-    pub fn patch(
-        &mut self,
-        id: DocumentId,
-        fields: BTreeMap<String, Option<Value>>,
-    ) -> Result<Doc, DbError> {
-        let old = self.existing("Update", id)?;
-        let mut doc = (*old).clone();
-        for (k, v) in fields {
-            if k == ID_FIELD || k == CREATION_TIME_FIELD {
-                // Convex allows passing the system fields unchanged.
-                if v.as_ref() != doc.get(&k) {
-                    return Err(DbError::InvalidDocument(format!(
-                        "Cannot change the system field '{k}'"
-                    )));
-                }
-                continue;
-            }
-            match v {
-                Some(v) => doc.insert(k, v),
-                None => doc.remove(&k),
-            };
-        }
-        check_document(&doc)?;
-        let doc = Arc::new(doc);
-        self.stage(id, Some(doc.clone()))?;
-        Ok(doc)
-    }
-
-    /// Replaces a document's fields (system fields are kept). Returns the
-    /// new document.
-    pub fn replace(&mut self, id: DocumentId, fields: Object) -> Result<Doc, DbError> {
-        let old = self.existing("Replace", id)?;
-        let mut doc = Object::new();
-        for (k, v) in fields {
-            if k == ID_FIELD || k == CREATION_TIME_FIELD {
-                if Some(&v) != old.get(&k) {
-                    return Err(DbError::InvalidDocument(format!(
-                        "Cannot change the system field '{k}'"
-                    )));
-                }
-                continue;
-            }
-            doc.insert(k, v);
-        }
-        for k in [ID_FIELD, CREATION_TIME_FIELD] {
-            if let Some(v) = old.get(k) {
-                doc.insert(k.to_string(), v.clone());
-            }
-        }
-        check_document(&doc)?;
-        let doc = Arc::new(doc);
-        self.stage(id, Some(doc.clone()))?;
-        Ok(doc)
-    }
-
-    /// Defines index `name` on `table` over `fields` (1 to 16 field paths).
-    /// It is filled when the transaction commits and usable from then on.
-    pub fn add_index(
-        &mut self,
-        table: &str,
-        name: &str,
-        fields: &[FieldPath],
-    ) -> Result<(), DbError> {
-        check_table_name(table).map_err(DbError::InvalidTableName)?;
-        check_index_name(name).map_err(DbError::InvalidIndex)?;
-        if fields.is_empty() || fields.len() > 16 {
-            return Err(DbError::InvalidIndex(format!(
-                "Index {table}.{name} has {} fields; an index has 1 to 16 fields",
-                fields.len()
-            )));
-        }
-        if let Some(f) = fields.iter().find(|f| f.components()[0].starts_with('_')) {
-            return Err(DbError::InvalidIndex(format!(
-                "Index {table}.{name} cannot index the system field {f}: `_creationTime` and `_id` are added to every index"
-            )));
-        }
-        let number = match self.table_number(table) {
-            Some(n) => n,
-            None => self.create_table(table)?,
-        };
-        if self.index_def(table, name).is_some() {
-            return Err(DbError::InvalidIndex(format!(
-                "Index {table}.{name} already exists"
-            )));
-        }
-        let id = DocumentId {
-            table: TableNumber::new(INDEXES_TABLE_NUMBER).expect("non-zero"),
-            internal: InternalId::generate(&mut rand::thread_rng(), std::time::SystemTime::now()),
-        };
-        let mut doc = Object::new();
-        doc.insert("table".into(), Value::Int64(i64::from(number.get())));
-        doc.insert("name".into(), Value::String(name.to_string()));
-        doc.insert(
-            "fields".into(),
-            Value::Array(
-                fields
-                    .iter()
-                    .map(|f| Value::String(f.to_string()))
-                    .collect(),
-            ),
-        );
-        doc.insert(ID_FIELD.into(), Value::String(id.encode()));
-        doc.insert(
-            CREATION_TIME_FIELD.into(),
-            Value::Float64(self.next_creation_time()),
-        );
-        self.stage(id, Some(Arc::new(doc)))
-    }
-
-    /// Removes user index `name` of `table`, freeing it when the
-    /// transaction commits.
-    pub fn remove_index(&mut self, table: &str, name: &str) -> Result<(), DbError> {
-        let missing = || DbError::IndexNotFound {
-            table: table.to_string(),
-            index: name.to_string(),
-        };
-        let number = self.table_number(table).ok_or_else(missing)?;
-        let indexes = TableNumber::new(INDEXES_TABLE_NUMBER).expect("non-zero");
-        let by_creation = self
-            .db
-            .read_state()
-            .catalog
-            .index(indexes, BY_CREATION_TIME)
-            .map(|d| d.id);
-        let Some(by_creation) = by_creation else {
-            return Err(missing());
-        };
-        let mut found = None;
-        self.reads.push((by_creation, KeyInterval::all()));
-        self.db.read_state().store.scan(
-            by_creation,
-            Bound::Unbounded,
-            Bound::Unbounded,
-            self.begin_ts,
-            Order::Asc,
-            |_, d| {
-                if parse_index_doc(d).is_ok_and(|(t, n, _)| t == number && n == name) {
-                    found = doc_id(d);
-                    return false;
-                }
-                true
-            },
-        );
-        let id = found.ok_or_else(missing)?;
-        self.stage(id, None)
-    }
-
-    /// Deletes a document; returns what it was.
-    pub fn delete(&mut self, id: DocumentId) -> Result<Doc, DbError> {
-        let old = self.existing("Delete", id)?;
-        self.stage(id, None)?;
-        Ok(old)
-    }
-}
-
-/// An object holding only `_id`, to compute by_id keys.
-fn id_only(id: &DocumentId) -> Object {
-    let mut o = Object::new();
-    o.insert(ID_FIELD.into(), Value::String(id.encode()));
-    o
-}
-
-/// The id of a stored document.
-pub fn doc_id(doc: &Object) -> Option<DocumentId> {
-    match doc.get(ID_FIELD) {
-        Some(Value::String(s)) => DocumentId::decode(s).ok(),
-        _ => None,
-    }
 }

@@ -1,5 +1,7 @@
-//! The in-memory multiversion store: every document version and every index
-//! entry version, readable at any snapshot timestamp.
+//! The multiversion store: every index entry version, readable at any
+//! snapshot timestamp inside the readable window. Each index is a mapped,
+//! immutable checkpoint tree (its *base*, the state at the checkpoint's
+//! timestamp) under an in-memory map of recent version chains.
 //!
 //! Invariants:
 //! 1. Version chains are sorted by timestamp, and a commit's versions are
@@ -10,13 +12,23 @@
 //! 3. Index keys are the order-preserving encoding of the index's field
 //!    values ending with `_creationTime` and `_id`, so each document has at
 //!    most one live key per index, and keys compare as bytes.
+//! 4. Where a key has a chain in memory, the chain is authoritative for
+//!    every readable timestamp: a chain starts either with the key's base
+//!    entry (copied in, with its own version timestamp, when the first
+//!    newer version arrives) or with the key's first version ever.
+//! 5. Where a key has no chain, its value has not changed since its base
+//!    entry's version timestamp, which is at or before the readable window:
+//!    a chain is dropped only once its newest version is at or before both
+//!    the GC horizon and the base's checkpoint timestamp.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::id::DocumentId;
+use crate::checkpoint::btree::BTree;
+use crate::checkpoint::CheckpointError;
 use crate::ts::Ts;
+use crate::value::binary::{decode_object, encode_object};
 use crate::value::Object;
 
 /// A stored document, `_id` and `_creationTime` included.
@@ -34,8 +46,13 @@ impl Versions {
     /// The newest version at or before `ts`: `Some(None)` is a tombstone,
     /// `None` means the key did not exist yet.
     pub fn at(&self, ts: Ts) -> Option<&Option<Doc>> {
+        self.version_at(ts).map(|(_, d)| d)
+    }
+
+    /// Like [`Versions::at`], with the version's timestamp.
+    pub fn version_at(&self, ts: Ts) -> Option<&(Ts, Option<Doc>)> {
         let i = self.0.partition_point(|(t, _)| *t <= ts);
-        i.checked_sub(1).map(|i| &self.0[i].1)
+        i.checked_sub(1).map(|i| &self.0[i])
     }
 
     /// The newest version of all.
@@ -51,6 +68,29 @@ impl Versions {
         self.0.push((ts, doc));
     }
 
+    /// Adds a version in its place by timestamp; a version already present
+    /// at `ts` wins (a backfill never overrides what a commit wrote).
+    fn insert_sorted(&mut self, ts: Ts, doc: Option<Doc>) {
+        let i = self.0.partition_point(|(t, _)| *t < ts);
+        if self.0.get(i).is_some_and(|(t, _)| *t == ts) {
+            return;
+        }
+        self.0.insert(i, (ts, doc));
+    }
+
+    /// Drops the versions no read at or after `horizon` needs: all but the
+    /// newest at or before it. Returns true when that newest one is also the
+    /// last (nothing newer exists), so the whole chain may go when a base
+    /// covers it.
+    fn prune(&mut self, horizon: Ts) -> bool {
+        let i = self.0.partition_point(|(t, _)| *t <= horizon);
+        if i == 0 {
+            return false;
+        }
+        self.0.drain(..i - 1);
+        self.0.len() == 1
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -58,6 +98,17 @@ impl Versions {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
+
+/// What pruning did to a key's chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pruned {
+    /// The chain went: the base holds its only needed version.
+    Dropped,
+    /// The chain stays (it has versions after the horizon, or none before).
+    Kept,
+    /// Only one needed version is left, but no base covers it yet.
+    Uncovered,
 }
 
 /// Scan direction.
@@ -68,22 +119,87 @@ pub enum Order {
     Desc,
 }
 
-/// All versions of all documents and index entries.
+/// A checkpoint tree of one index, with the timestamp it holds the state at.
+#[derive(Debug)]
+pub struct Base {
+    pub tree: BTree,
+    pub ts: Ts,
+}
+
+/// The value of a checkpoint entry: the version's timestamp (8 bytes,
+/// little-endian), then the document in the binary value encoding.
+pub fn encode_entry(ts: Ts, doc: &Object, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&ts.0.to_le_bytes());
+    encode_object(doc, out);
+}
+
+fn decode_entry(base: &Base, key: &[u8], bytes: &[u8]) -> Result<(Ts, Doc), CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: base.tree.path().to_path_buf(),
+        page: 0,
+        reason: format!(
+            "the entry of key {} does not decode: {reason}",
+            hex_prefix(key)
+        ),
+    };
+    let (ts, doc) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| corrupt(format!("{} bytes are too short", bytes.len())))?;
+    let ts = Ts(u64::from_le_bytes(*ts));
+    if ts > base.ts {
+        return Err(corrupt(format!(
+            "its version timestamp {ts} is after the checkpoint's {}",
+            base.ts
+        )));
+    }
+    let doc = decode_object(doc).map_err(|e| corrupt(e.to_string()))?;
+    Ok((ts, Arc::new(doc)))
+}
+
+/// The first bytes of a key in hex, for messages.
+fn hex_prefix(key: &[u8]) -> String {
+    let mut s: String = key.iter().take(24).map(|b| format!("{b:02x}")).collect();
+    if key.len() > 24 {
+        s.push('…');
+    }
+    s
+}
+
+#[derive(Debug, Default)]
+struct IndexStore {
+    mem: BTreeMap<Vec<u8>, Versions>,
+    base: Option<Arc<Base>>,
+}
+
+impl IndexStore {
+    fn base_get(&self, key: &[u8]) -> Result<Option<(Ts, Doc)>, CheckpointError> {
+        let Some(base) = &self.base else {
+            return Ok(None);
+        };
+        match base.tree.get(key)? {
+            Some(v) => decode_entry(base, key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// All index entry versions of all indexes.
 #[derive(Debug, Default)]
 pub struct Store {
-    docs: HashMap<DocumentId, Versions>,
-    indexes: HashMap<IndexId, BTreeMap<Vec<u8>, Versions>>,
+    indexes: HashMap<IndexId, IndexStore>,
 }
 
 impl Store {
-    /// The document at `ts`, if it existed then.
-    pub fn get(&self, id: &DocumentId, ts: Ts) -> Option<Doc> {
-        self.docs.get(id)?.at(ts)?.clone()
-    }
-
-    /// The newest version of a document, at any timestamp.
-    pub fn latest(&self, id: &DocumentId) -> Option<Doc> {
-        self.docs.get(id)?.latest()?.clone()
+    /// The entry of `key` in `index` at `ts`, if it was live then.
+    pub fn get(&self, index: IndexId, key: &[u8], ts: Ts) -> Result<Option<Doc>, CheckpointError> {
+        let Some(ix) = self.indexes.get(&index) else {
+            return Ok(None);
+        };
+        if let Some(v) = ix.mem.get(key) {
+            return Ok(v.at(ts).cloned().flatten());
+        }
+        Ok(ix.base_get(key)?.and_then(|(t, d)| (t <= ts).then_some(d)))
     }
 
     pub fn add_index(&mut self, index: IndexId) {
@@ -94,8 +210,25 @@ impl Store {
         self.indexes.remove(&index);
     }
 
+    /// Makes `base` the checkpoint under `index`. The caller guarantees it
+    /// holds the index's state at `base.ts`, a published timestamp not
+    /// before the current base's (invariant 5 then keeps holding: a key
+    /// without a chain has not changed since before either base).
+    pub fn set_base(&mut self, index: IndexId, base: Arc<Base>) {
+        if let Some(ix) = self.indexes.get_mut(&index) {
+            debug_assert!(ix.base.as_ref().is_none_or(|b| b.ts <= base.ts));
+            ix.base = Some(base);
+        }
+    }
+
+    /// The checkpoint timestamp of `index`'s base, if it has one.
+    pub fn base_ts(&self, index: IndexId) -> Option<Ts> {
+        self.indexes.get(&index)?.base.as_ref().map(|b| b.ts)
+    }
+
     /// Visits the live entries of `index` in `(start, end)` at `ts`, in
-    /// `order`, until `visit` returns false.
+    /// `order`, with their version timestamps, until `visit` returns false. Memory and base are merged key
+    /// by key; where both hold a key, memory wins (invariant 4).
     pub fn scan(
         &self,
         index: IndexId,
@@ -103,54 +236,136 @@ impl Store {
         end: Bound<&[u8]>,
         ts: Ts,
         order: Order,
-        mut visit: impl FnMut(&[u8], &Doc) -> bool,
-    ) {
-        let Some(tree) = self.indexes.get(&index) else {
-            return;
+        mut visit: impl FnMut(&[u8], Ts, &Doc) -> bool,
+    ) -> Result<(), CheckpointError> {
+        let Some(ix) = self.indexes.get(&index) else {
+            return Ok(());
         };
         if bounds_empty(start, end) {
-            return;
+            return Ok(());
         }
-        let range = tree.range::<[u8], _>((start, end));
-        let mut step = |(k, v): (&Vec<u8>, &Versions)| match v.at(ts) {
-            Some(Some(doc)) => visit(k, doc),
-            _ => true,
+        let mem = ix.mem.range::<[u8], _>((start, end));
+        let mut mem: Box<dyn Iterator<Item = (&Vec<u8>, &Versions)>> = match order {
+            Order::Asc => Box::new(mem),
+            Order::Desc => Box::new(mem.rev()),
         };
-        match order {
-            Order::Asc => {
-                for e in range {
-                    if !step(e) {
-                        break;
+        let owner = ix.base.as_deref();
+        let mut base = owner.map(|b| match order {
+            Order::Asc => b.tree.range(start, end),
+            Order::Desc => b.tree.range_rev(start, end),
+        });
+        let mut next_base = || base.as_mut().and_then(Iterator::next);
+        let before = |a: &[u8], b: &[u8]| match order {
+            Order::Asc => a < b,
+            Order::Desc => a > b,
+        };
+        let mut m = mem.next();
+        let mut b = next_base().transpose()?;
+        loop {
+            let take_mem = match (&m, &b) {
+                (None, None) => return Ok(()),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((mk, _)), Some((bk, _))) => {
+                    if mk.as_slice() == *bk {
+                        // Memory is authoritative; skip the base entry.
+                        b = next_base().transpose()?;
+                        true
+                    } else {
+                        before(mk, bk)
                     }
                 }
-            }
-            Order::Desc => {
-                for e in range.rev() {
-                    if !step(e) {
-                        break;
+            };
+            if take_mem {
+                let (k, v) = m.take().expect("checked above");
+                if let Some((t, Some(doc))) = v.version_at(ts) {
+                    if !visit(k, *t, doc) {
+                        return Ok(());
                     }
                 }
+                m = mem.next();
+            } else {
+                let (k, v) = b.take().expect("checked above");
+                let owner = owner.expect("base entries come from a base");
+                let (t, doc) = decode_entry(owner, k, &v)?;
+                if t <= ts && !visit(k, t, &doc) {
+                    return Ok(());
+                }
+                b = next_base().transpose()?;
             }
         }
     }
 
-    /// Adds a document version.
-    pub fn put_doc(&mut self, id: DocumentId, ts: Ts, doc: Option<Doc>) {
-        self.docs.entry(id).or_default().push(ts, doc);
-    }
-
-    /// Adds an index entry version.
-    pub fn put_entry(&mut self, index: IndexId, key: Vec<u8>, ts: Ts, doc: Option<Doc>) {
-        self.indexes
+    /// Adds an index entry version at `ts`, newer than every version the
+    /// key has. The first version of a key in memory copies the key's base
+    /// entry in first (invariant 4).
+    pub fn put(
+        &mut self,
+        index: IndexId,
+        key: Vec<u8>,
+        ts: Ts,
+        doc: Option<Doc>,
+    ) -> Result<(), CheckpointError> {
+        let ix = self
+            .indexes
             .get_mut(&index)
-            .expect("entries go to indexes that exist")
-            .entry(key)
-            .or_default()
-            .push(ts, doc);
+            .expect("entries go to indexes that exist");
+        if let Some(v) = ix.mem.get_mut(&key) {
+            v.push(ts, doc);
+            return Ok(());
+        }
+        let mut v = Versions::default();
+        if let Some((t, d)) = ix.base_get(&key)? {
+            v.push(t, Some(d));
+        }
+        v.push(ts, doc);
+        ix.mem.insert(key, v);
+        Ok(())
     }
 
-    pub fn document_count(&self) -> usize {
-        self.docs.len()
+    /// Adds a version in timestamp order among the key's versions (for a
+    /// backfill, which runs behind the commits). The index has no base.
+    pub fn put_backfill(&mut self, index: IndexId, key: Vec<u8>, ts: Ts, doc: Doc) {
+        let Some(ix) = self.indexes.get_mut(&index) else {
+            // Removed while the backfill ran.
+            return;
+        };
+        debug_assert!(ix.base.is_none(), "backfilled indexes have no base");
+        ix.mem.entry(key).or_default().insert_sorted(ts, Some(doc));
+    }
+
+    /// Drops the versions of `key` that no read at or after `horizon`
+    /// needs, and the whole chain where the base covers it (invariant 5).
+    pub fn prune(&mut self, index: IndexId, key: &[u8], horizon: Ts) -> Pruned {
+        let Some(ix) = self.indexes.get_mut(&index) else {
+            return Pruned::Kept;
+        };
+        let covered = ix.base.as_ref().is_some_and(|b| horizon <= b.ts);
+        let Some(v) = ix.mem.get_mut(key) else {
+            return Pruned::Kept;
+        };
+        if !v.prune(horizon) {
+            Pruned::Kept
+        } else if covered {
+            ix.mem.remove(key);
+            Pruned::Dropped
+        } else {
+            Pruned::Uncovered
+        }
+    }
+
+    pub fn has_index(&self, index: IndexId) -> bool {
+        self.indexes.contains_key(&index)
+    }
+
+    /// Keys with a chain in memory, and versions in those chains.
+    pub fn memory_counts(&self) -> (usize, usize) {
+        self.indexes.values().fold((0, 0), |(k, v), ix| {
+            (
+                k + ix.mem.len(),
+                v + ix.mem.values().map(Versions::len).sum::<usize>(),
+            )
+        })
     }
 }
 
@@ -163,84 +378,5 @@ pub fn bounds_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
         | (Bound::Excluded(s), Bound::Included(e))
         | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::id::{InternalId, TableNumber};
-
-    fn doc(n: i64) -> Doc {
-        let mut o = Object::new();
-        o.insert("n".into(), crate::value::Value::Int64(n));
-        Arc::new(o)
-    }
-
-    #[test]
-    fn reads_take_the_newest_version_at_or_before_the_snapshot() {
-        let mut s = Store::default();
-        let id = DocumentId {
-            table: TableNumber::new(10001).unwrap(),
-            internal: InternalId([1; 16]),
-        };
-        s.put_doc(id, Ts(10), Some(doc(1)));
-        s.put_doc(id, Ts(20), Some(doc(2)));
-        s.put_doc(id, Ts(30), None);
-        assert_eq!(s.get(&id, Ts(9)), None);
-        assert_eq!(s.get(&id, Ts(10)), Some(doc(1)));
-        assert_eq!(s.get(&id, Ts(25)), Some(doc(2)));
-        assert_eq!(s.get(&id, Ts(30)), None);
-        assert_eq!(s.latest(&id), None);
-    }
-
-    #[test]
-    fn scans_skip_tombstones_and_respect_order_and_bounds() {
-        let mut s = Store::default();
-        let ix = IndexId(1);
-        s.add_index(ix);
-        for k in 0u8..10 {
-            s.put_entry(ix, vec![k], Ts(5), Some(doc(i64::from(k))));
-        }
-        s.put_entry(ix, vec![3], Ts(6), None);
-        let collect = |ts, order, start: Bound<&[u8]>, end: Bound<&[u8]>| {
-            let mut out = Vec::new();
-            s.scan(ix, start, end, ts, order, |k, _| {
-                out.push(k[0]);
-                true
-            });
-            out
-        };
-        assert_eq!(
-            collect(Ts(4), Order::Asc, Bound::Unbounded, Bound::Unbounded),
-            Vec::<u8>::new()
-        );
-        assert_eq!(
-            collect(
-                Ts(5),
-                Order::Asc,
-                Bound::Included(&[2]),
-                Bound::Excluded(&[5])
-            ),
-            vec![2, 3, 4]
-        );
-        assert_eq!(
-            collect(
-                Ts(6),
-                Order::Desc,
-                Bound::Included(&[2]),
-                Bound::Excluded(&[5])
-            ),
-            vec![4, 2]
-        );
-        assert_eq!(
-            collect(
-                Ts(6),
-                Order::Asc,
-                Bound::Included(&[5]),
-                Bound::Excluded(&[2])
-            ),
-            Vec::<u8>::new()
-        );
     }
 }
