@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod db;
 pub mod dir;
+pub mod exec;
 pub mod id;
 pub mod log;
 pub mod query;
