@@ -411,3 +411,26 @@ fn a_damaged_manifest_or_missing_file_refuses_to_open() {
     let e = Database::open(&dir, manual()).unwrap_err().to_string();
     assert!(e.contains(&file.display().to_string()), "{e}");
 }
+
+#[test]
+fn two_transactions_adding_the_same_index_conflict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let db = Database::open(&dir, manual()).unwrap();
+    let mut tx = db.begin();
+    tx.insert("t", obj(&[("a", Value::Int64(1))])).unwrap();
+    db.commit(tx).unwrap();
+    let mut t1 = db.begin();
+    let mut t2 = db.begin();
+    let a = [FieldPath::parse("a").unwrap()];
+    t1.add_index("t", "by_a", &a).unwrap();
+    t2.add_index("t", "by_a", &a).unwrap();
+    db.commit(t1).unwrap();
+    match db.commit(t2) {
+        Err(DbError::Conflict { table, .. }) => assert_eq!(table, "_index"),
+        other => panic!("the second definition committed: {other:?}"),
+    }
+    db.wait_for_index("t", "by_a", Duration::from_secs(10))
+        .unwrap();
+    db.checkpoint().unwrap().unwrap();
+}

@@ -1,6 +1,7 @@
 //! `logtool`: inspect, verify and summarize a data directory's transaction
-//! log without the server. A thin shell over `engine::log::report`; it takes
-//! the data directory's lock, so it refuses to run while `convexd` holds it.
+//! log without the server. A thin shell over `engine::log::report` and
+//! `engine::db::verify`; it takes the data directory's lock, so it refuses
+//! to run while `convexd` holds it.
 //!
 //! Exit codes: 0 clean, 1 corruption found, 2 any other failure.
 
@@ -8,8 +9,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use engine::checkpoint::CheckpointError;
+use engine::db::verify::{verify_checkpoint, CheckpointVerifyReport};
+use engine::db::DbError;
 use engine::dir::DataDir;
-use engine::log::report::{self, InspectFilter};
+use engine::id::TableNumber;
+use engine::log::report::{self, InspectFilter, VerifyReport};
 use engine::log::LogError;
 use engine::ts::Ts;
 
@@ -50,7 +55,9 @@ enum Command {
         #[arg(long)]
         tables: bool,
     },
-    /// Check every frame; exit 0 when clean, 1 naming segment and offset otherwise.
+    /// Check every frame, then the checkpoint's every index entry against the
+    /// log; exit 0 when clean, 1 naming the segment and offset, or the index
+    /// and key, at fault otherwise.
     Verify,
     /// Segments, records, bytes, compression ratio and time range.
     Stats,
@@ -72,17 +79,39 @@ fn main() -> ExitCode {
 }
 
 enum Failure {
-    Corrupt(LogError),
+    Corrupt(String),
     Other(String),
 }
 
 impl From<LogError> for Failure {
     fn from(e: LogError) -> Failure {
         match e {
-            e @ LogError::Corruption { .. } => Failure::Corrupt(e),
+            e @ LogError::Corruption { .. } => Failure::Corrupt(e.to_string()),
             other => Failure::Other(other.to_string()),
         }
     }
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Failure {
+        match e {
+            DbError::Log(e) => e.into(),
+            e @ (DbError::BadCheckpoint { .. }
+            | DbError::Checkpoint(
+                CheckpointError::Corrupt { .. } | CheckpointError::Incomplete { .. },
+            )) => Failure::Corrupt(e.to_string()),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+/// `verify --json`: the log's figures, and the checkpoint's under
+/// `checkpoint`.
+#[derive(serde::Serialize)]
+struct VerifyJson<'a> {
+    #[serde(flatten)]
+    log: &'a VerifyReport,
+    checkpoint: &'a CheckpointVerifyReport,
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
@@ -179,8 +208,16 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Verify => {
             let v = report::verify(&dir)?;
+            let c = verify_checkpoint(&dir)?;
             if cli.json {
-                println!("{}", serde_json::to_string(&v).expect("report serializes"));
+                let out = VerifyJson {
+                    log: &v,
+                    checkpoint: &c,
+                };
+                println!(
+                    "{}",
+                    serde_json::to_string(&out).expect("report serializes")
+                );
             } else {
                 println!(
                     "ok: {} segment(s), {} record(s), {} write(s), every frame checked",
@@ -196,6 +233,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 for l in &v.leftovers {
                     println!("note: leftover half-prepared segment {l}; the next open removes it");
                 }
+                print_checkpoint_report(&c);
+            }
+            if !c.is_clean() {
+                let first = c
+                    .mismatches
+                    .first()
+                    .map_or_else(String::new, |m| format!("; first: {m}"));
+                return Err(Failure::Corrupt(format!(
+                    "the checkpoint at timestamp {} differs from the log in {} place(s){first}",
+                    c.checkpoint_ts.map_or("?".into(), |t| t.to_string()),
+                    c.mismatch_count
+                )));
             }
         }
         Command::Stats => {
@@ -231,6 +280,54 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn print_checkpoint_report(c: &CheckpointVerifyReport) {
+    match c.checkpoint_ts {
+        None => println!("no checkpoint: the indexes live only in memory, nothing more to check"),
+        Some(ts) if c.is_clean() => println!(
+            "ok: checkpoint at ts {ts} ({}): {} index(es), {} entries, each equal to what the log implies",
+            format_ts(ts),
+            c.indexes_checked,
+            c.entries_checked
+        ),
+        Some(ts) => {
+            println!(
+                "CORRUPT: checkpoint at ts {ts} ({}): {} mismatch(es) with the log in {} index(es) \
+                 checked, {} entries compared",
+                format_ts(ts),
+                c.mismatch_count,
+                c.indexes_checked,
+                c.entries_checked
+            );
+            for m in &c.mismatches {
+                println!("    {m}");
+            }
+            if c.mismatch_count > c.mismatches.len() as u64 {
+                println!(
+                    "    ... and {} more",
+                    c.mismatch_count - c.mismatches.len() as u64
+                );
+            }
+        }
+    }
+    for t in c
+        .tables
+        .iter()
+        .filter(|t| t.number >= TableNumber::FIRST_USER.get() || t.name.is_none())
+    {
+        let name = t.name.as_deref().unwrap_or("(no catalog entry)");
+        match t.documents_at_checkpoint {
+            Some(n) => println!(
+                "    {name} (table {}): {} document(s), {n} at the checkpoint",
+                t.number, t.documents
+            ),
+            None => println!(
+                "    {name} (table {}): {} document(s)",
+                t.number, t.documents
+            ),
+        }
+    }
 }
 
 /// A timestamp as UTC `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.

@@ -225,3 +225,162 @@ fn inspect_shows_a_documents_history_and_the_tables() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("--id"), "{}", text(&o));
 }
+
+/// A data directory written through the database: a table with a user
+/// index (added after some documents, so backfilled), patches, a delete
+/// and a checkpoint, then more commits after it.
+fn write_database_with_checkpoint(data: &Path) {
+    use engine::db::{Database, DbOptions, FieldPath};
+    let dir = DataDir::open(data).unwrap();
+    let options = DbOptions {
+        checkpoint_every_bytes: None,
+        ..DbOptions::default()
+    };
+    let db = Database::open(&dir, options).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let mut tx = db.begin();
+        let mut doc = Object::new();
+        let channel = ["general", "random", "help"][i % 3];
+        doc.insert("channel".into(), Value::String(channel.into()));
+        doc.insert("n".into(), Value::Int64(i as i64));
+        ids.push(tx.insert("messages", doc).unwrap());
+        db.commit(tx).unwrap();
+        if i == 10 {
+            let mut tx = db.begin();
+            tx.add_index(
+                "messages",
+                "by_channel",
+                &[FieldPath::single("channel").unwrap()],
+            )
+            .unwrap();
+            db.commit(tx).unwrap();
+        }
+    }
+    db.wait_for_index("messages", "by_channel", std::time::Duration::from_secs(10))
+        .unwrap();
+    let mut tx = db.begin();
+    let patch = std::collections::BTreeMap::from([(
+        "channel".to_string(),
+        Some(Value::String("random".into())),
+    )]);
+    tx.patch(ids[0], patch).unwrap();
+    tx.delete(ids[1]).unwrap();
+    db.commit(tx).unwrap();
+    db.checkpoint().unwrap().expect("a checkpoint was written");
+    let mut tx = db.begin();
+    tx.delete(ids[2]).unwrap();
+    db.commit(tx).unwrap();
+}
+
+fn read_manifest(data: &Path) -> engine::db::Manifest {
+    let path = data
+        .join(engine::db::CHECKPOINT_DIR)
+        .join(engine::db::MANIFEST_FILE);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn verify_checks_a_checkpoint_against_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_database_with_checkpoint(tmp.path());
+    let manifest = read_manifest(tmp.path());
+
+    let o = logtool(tmp.path(), &["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("ok: checkpoint at ts {}", manifest.ts.0)) && t.contains("8 index(es)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("messages (table 10001): 28 document(s), 29 at the checkpoint"),
+        "{t}"
+    );
+
+    let o = logtool(tmp.path(), &["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["records"].as_u64().unwrap() >= 33, "{v}");
+    let c = &v["checkpoint"];
+    assert_eq!(c["checkpoint_ts"], manifest.ts.0);
+    assert_eq!(c["indexes_checked"], 8);
+    // messages: 29 documents in 3 indexes; _tables: 1 in 3; _index: 1 in 2.
+    assert_eq!(c["entries_checked"], 29 * 3 + 3 + 2);
+    assert_eq!(c["mismatch_count"], 0);
+    let messages = c["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "messages")
+        .unwrap();
+    assert_eq!(messages["documents"], 28);
+    assert_eq!(messages["documents_at_checkpoint"], 29);
+
+    // A log without a checkpoint still verifies, saying so.
+    let tmp = tempfile::tempdir().unwrap();
+    write_log(tmp.path(), 3);
+    let o = logtool(tmp.path(), &["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("no checkpoint"), "{}", text(&o));
+}
+
+#[test]
+fn verify_names_the_index_and_key_of_an_altered_checkpoint_entry() {
+    use engine::checkpoint::btree::{BTree, BTreeWriter};
+    let tmp = tempfile::tempdir().unwrap();
+    write_database_with_checkpoint(tmp.path());
+    let manifest = read_manifest(tmp.path());
+    let ix = manifest
+        .indexes
+        .iter()
+        .find(|i| i.name == "by_channel")
+        .unwrap();
+    let file = tmp
+        .path()
+        .join(engine::db::CHECKPOINT_DIR)
+        .join(&manifest.dir)
+        .join(&ix.file);
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = BTree::open(&file)
+        .unwrap()
+        .iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.into_owned())).unwrap())
+        .collect();
+    // Rewrite the file, structurally valid, with one document changed:
+    // "help" becomes "hemp" in the first entry of channel help.
+    let (at, pos) = entries
+        .iter()
+        .enumerate()
+        .find_map(|(i, (_, v))| v.windows(4).position(|w| w == b"help").map(|p| (i, p)))
+        .expect("channel help has entries");
+    std::fs::remove_file(&file).unwrap();
+    let mut w = BTreeWriter::create(&file).unwrap();
+    for (i, (k, v)) in entries.iter().enumerate() {
+        let mut v = v.clone();
+        if i == at {
+            v[pos + 2] = b'm';
+        }
+        w.add(k, &v).unwrap();
+    }
+    w.finish().unwrap();
+    assert!(BTree::open(&file).unwrap().check_integrity().is_ok());
+
+    let key_hex: String = entries[at].0.iter().map(|b| format!("{b:02x}")).collect();
+    let o = logtool(tmp.path(), &["verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("index messages.by_channel key {key_hex}"))
+            && t.contains("hemp")
+            && t.contains("CORRUPT"),
+        "{t}"
+    );
+
+    let o = logtool(tmp.path(), &["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = &v["checkpoint"];
+    assert_eq!(c["mismatch_count"], 1);
+    assert_eq!(c["mismatches"][0]["index"], "messages.by_channel");
+    assert_eq!(c["mismatches"][0]["key"], key_hex.as_str());
+}

@@ -44,11 +44,7 @@ type Chunk = (Option<Vec<u8>>, Vec<(Vec<u8>, super::Doc)>);
 
 /// Reads the next chunk of documents as of the job's timestamp, after
 /// `after` in the id index. Returns (last id key read, entries).
-fn read_chunk(
-    state: &State,
-    job: &Job,
-    after: Option<&[u8]>,
-) -> Result<Chunk, DbError> {
+fn read_chunk(state: &State, job: &Job, after: Option<&[u8]>) -> Result<Chunk, DbError> {
     let mut out = Vec::with_capacity(CHUNK);
     let mut last = None;
     let start = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -120,6 +116,7 @@ fn run(shared: &Shared, ix: IndexId) -> Result<(), DbError> {
             return Ok(());
         }
         let (last, entries) = read_chunk(&shared.read_state(), &job, after.as_deref())?;
+        super::pause::point("backfill:chunk-read");
         let done = entries.len() < CHUNK;
         let keys: Vec<(IndexId, Vec<u8>)> = entries.iter().map(|(k, _)| (ix, k.clone())).collect();
         {

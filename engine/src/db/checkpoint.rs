@@ -370,6 +370,7 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<Option<CheckpointInfo>, DbErro
         .map_err(|e| DbError::io(format!("fsync of directory {}", root.display()), e))?;
 
     let planned = plan(&shared.read_state(), ts)?;
+    super::pause::point("checkpoint:planned");
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         ts,
@@ -411,12 +412,15 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<Option<CheckpointInfo>, DbErro
             entries: summary.entries,
         });
     }
+    super::pause::point("checkpoint:written");
     write_manifest(&root, &manifest)?;
+    super::pause::point("checkpoint:manifest");
     shared.checkpoints_written.fetch_add(1, Ordering::Relaxed);
     shared
         .log_bytes_at_checkpoint
         .store(log_bytes, Ordering::Release);
     install(shared, &planned, &manifest, &dir)?;
+    super::pause::point("checkpoint:installed");
     remove_unreferenced(&shared.data_dir, Some(&manifest))?;
     Ok(Some(CheckpointInfo {
         ts,

@@ -23,9 +23,13 @@
 
 mod backfill;
 mod checkpoint;
+#[cfg(test)]
+mod interleavings;
 mod keys;
+mod pause;
 mod store;
 mod tx;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -565,6 +569,7 @@ impl Database {
                     }
                 }
             }
+            pause::point("commit:validated");
             let writes: Vec<(DocumentId, Option<Doc>)> =
                 std::mem::take(&mut tx.writes).into_iter().collect();
             let log_writes: Vec<DocumentWrite> = writes
@@ -576,10 +581,12 @@ impl Database {
                 .collect();
             let ts = shared.log.next_ts();
             let ticket = shared.log.append_at(ts, &log_writes)?;
+            pause::point("commit:appended");
             let applied = {
                 let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
                 apply(&mut state, ts, &writes)?
             };
+            pause::point("commit:applied");
             let keys: Arc<[WrittenKey]> = applied.keys.into();
             committer.window.push_back(CommittedWrites {
                 ts,
@@ -598,9 +605,12 @@ impl Database {
             }
             (ticket, applied.new_indexes)
         };
+        pause::point("commit:queued");
         let ts = ticket.wait()?;
+        pause::point("commit:durable");
         // Batches become durable in order, so everything up to `ts` is.
         shared.published.fetch_max(ts.0, Ordering::AcqRel);
+        pause::point("commit:published");
         for ix in new_indexes {
             backfill::spawn(&self.shared, ix)?;
         }
@@ -748,6 +758,7 @@ impl Shared {
     fn gc_step(&self) {
         const KEYS_PER_HOLD: usize = 16_384;
         let horizon = self.gc_horizon();
+        pause::point("gc:horizon");
         loop {
             let mut batch = Vec::new();
             let mut keys = 0;

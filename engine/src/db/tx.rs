@@ -479,6 +479,17 @@ impl Transaction<'_> {
             Some(n) => n,
             None => self.create_table(table)?,
         };
+        // Record the whole `_index` table as read: two transactions adding
+        // the same index must conflict, not both commit.
+        let indexes = TableNumber::new(INDEXES_TABLE_NUMBER).expect("non-zero");
+        let by_creation = self
+            .shared()
+            .read_state()
+            .catalog
+            .index(indexes, BY_CREATION_TIME)
+            .map(|d| d.id)
+            .expect("the _index table has its indexes");
+        self.reads.push((by_creation, KeyInterval::all()));
         if self.index_def(table, name)?.is_some() {
             return Err(DbError::InvalidIndex(format!(
                 "Index {table}.{name} already exists"
