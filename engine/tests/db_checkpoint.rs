@@ -1,7 +1,8 @@
 //! Checkpoints, version GC and backfill of the database: reads stay exact
 //! when versions move from memory to a mapped checkpoint, reopening reads
-//! the checkpoint plus the log after it, and a new index fills while
-//! commits go on.
+//! the checkpoint plus the log after it, a new index fills while commits
+//! go on, and index keys too long for the checkpoint's B+tree go to its
+//! side file and stay readable.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -433,4 +434,252 @@ fn two_transactions_adding_the_same_index_conflict() {
     db.wait_for_index("t", "by_a", Duration::from_secs(10))
         .unwrap();
     db.checkpoint().unwrap().unwrap();
+}
+
+/// A string of `len` bytes starting with `head`, padded with `fill`.
+fn long_string(head: &str, fill: char, len: usize) -> String {
+    let mut s = String::from(head);
+    while s.len() < len {
+        s.push(fill);
+    }
+    s
+}
+
+fn s_doc(s: &str) -> Object {
+    obj(&[("s", Value::String(s.to_string()))])
+}
+
+/// Scans `t.by_s` over `interval` in `order`, in one transaction.
+fn scan_s(db: &Database, interval: &KeyInterval, order: Order) -> Vec<Object> {
+    let mut tx = db.begin();
+    tx.scan("t", "by_s", interval, order, None)
+        .unwrap()
+        .into_iter()
+        .map(|d| (*d).clone())
+        .collect()
+}
+
+/// Index keys of `by_s` over 2048 bytes (the checkpoint B+tree's limit).
+fn long_keys(db: &Database, want: &BTreeMap<DocumentId, Object>) -> usize {
+    let fields = db.begin().index_def("t", "by_s").unwrap().unwrap().fields;
+    want.values()
+        .filter(|d| key_of(&fields, d).len() > engine::checkpoint::btree::KEY_LEN_MAX)
+        .count()
+}
+
+/// `t.by_s` (and the built-in indexes) hold exactly `want`: full scans
+/// both ways, and ranges that start and end among the long keys.
+fn check_by_s(db: &Database, want: &BTreeMap<DocumentId, Object>) {
+    check_table(db, "t", &["by_id", "by_creation_time", "by_s"], want);
+    let fields = db.begin().index_def("t", "by_s").unwrap().unwrap().fields;
+    let mut sorted: Vec<(Vec<u8>, &Object)> =
+        want.values().map(|d| (key_of(&fields, d), d)).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let asc: Vec<&Object> = sorted.iter().map(|(_, d)| *d).collect();
+    let mut desc = asc.clone();
+    desc.reverse();
+    let all = KeyInterval::all();
+    assert_eq!(scan_s(db, &all, Order::Asc).iter().collect::<Vec<_>>(), asc);
+    assert_eq!(
+        scan_s(db, &all, Order::Desc).iter().collect::<Vec<_>>(),
+        desc
+    );
+    // Every range starting (and one ending) at a long key.
+    let limit = engine::checkpoint::btree::KEY_LEN_MAX;
+    for (i, (k, _)) in sorted.iter().enumerate() {
+        if k.len() <= limit {
+            continue;
+        }
+        let from = KeyInterval {
+            start: std::ops::Bound::Included(k.clone()),
+            end: std::ops::Bound::Unbounded,
+        };
+        assert_eq!(
+            scan_s(db, &from, Order::Asc).iter().collect::<Vec<_>>(),
+            asc[i..],
+            "from long key {i}"
+        );
+        let after = KeyInterval {
+            start: std::ops::Bound::Excluded(k.clone()),
+            end: std::ops::Bound::Unbounded,
+        };
+        let mut tail: Vec<&Object> = asc[i + 1..].to_vec();
+        tail.reverse();
+        assert_eq!(
+            scan_s(db, &after, Order::Desc).iter().collect::<Vec<_>>(),
+            tail,
+            "after long key {i}, descending"
+        );
+        let upto = KeyInterval {
+            start: std::ops::Bound::Unbounded,
+            end: std::ops::Bound::Included(k.clone()),
+        };
+        assert_eq!(
+            scan_s(db, &upto, Order::Asc).iter().collect::<Vec<_>>(),
+            asc[..=i],
+            "up to long key {i}"
+        );
+    }
+    let mut tx = db.begin();
+    for (id, doc) in want {
+        assert_eq!(tx.get(*id).unwrap().as_deref(), Some(doc));
+    }
+}
+
+fn assert_verifies(dir: &DataDir, long_entries: u64) {
+    let r = engine::db::verify::verify_checkpoint(dir).unwrap();
+    assert!(r.is_clean(), "{:?}", r.mismatches);
+    let manifest: engine::db::Manifest = serde_json::from_slice(
+        &std::fs::read(dir.path().join(CHECKPOINT_DIR).join(MANIFEST_FILE)).unwrap(),
+    )
+    .unwrap();
+    let by_s = manifest.indexes.iter().find(|i| i.name == "by_s").unwrap();
+    assert_eq!(by_s.long_entries, long_entries, "{by_s:?}");
+    assert_eq!(by_s.long_file.is_some(), long_entries > 0, "{by_s:?}");
+    for ix in manifest.indexes.iter().filter(|i| i.name != "by_s") {
+        assert_eq!((ix.long_entries, &ix.long_file), (0, &None), "{ix:?}");
+    }
+}
+
+#[test]
+fn index_keys_too_long_for_the_checkpoint_tree_go_to_a_side_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let db = Database::open(&dir, manual()).unwrap();
+    let mut want = BTreeMap::new();
+    let insert = |db: &Database, want: &mut BTreeMap<DocumentId, Object>, s: &str| {
+        let mut tx = db.begin();
+        let id = tx.insert("t", s_doc(s)).unwrap();
+        want.insert(id, tx.get(id).unwrap().unwrap().as_ref().clone());
+        db.commit(tx).unwrap();
+        id
+    };
+    // Some documents before the index exists (the backfill indexes them),
+    // the rest after; long keys between short ones, and two equal ones.
+    let before = [
+        long_string("b", 'x', 3000),
+        "a".to_string(),
+        long_string("c", 'y', 100_000),
+    ];
+    for s in &before {
+        insert(&db, &mut want, s);
+    }
+    let mut tx = db.begin();
+    tx.add_index("t", "by_s", &[FieldPath::parse("s").unwrap()])
+        .unwrap();
+    db.commit(tx).unwrap();
+    db.wait_for_index("t", "by_s", Duration::from_secs(10))
+        .unwrap();
+    let mut ids = BTreeMap::new();
+    for s in [
+        "b".to_string(),
+        long_string("c", 'y', 3000),
+        "c".to_string(),
+        long_string("b", 'x', 3000),
+        long_string("a", 'z', 2100),
+        "d".to_string(),
+        long_string("d", 'w', 100_000),
+    ] {
+        let id = insert(&db, &mut want, &s);
+        ids.insert(s, id);
+    }
+    let long = long_keys(&db, &want);
+    assert_eq!(long, 6);
+    check_by_s(&db, &want);
+
+    // The checkpoint succeeds; GC keeps exactly the long keys' chains.
+    let first = db.checkpoint().unwrap().expect("a checkpoint was due");
+    let side = first.path.join("10001.by_s.long");
+    assert!(side.exists(), "{}", side.display());
+    assert!(!first.path.join("10001.by_id.long").exists());
+    db.collect_garbage();
+    assert_eq!(db.stats().memory_keys, long, "{:?}", db.stats());
+    check_by_s(&db, &want);
+    drop(db);
+    assert_verifies(&dir, long as u64);
+
+    // Reopen: the side file's entries are back in memory.
+    let db = Database::open(&dir, manual()).unwrap();
+    assert_eq!(db.stats().memory_keys, long);
+    check_by_s(&db, &want);
+
+    // Change long-key documents after the checkpoint: a long key to
+    // another long key, a long key to a short one, a short one to a long
+    // one, and a deletion.
+    let mut tx = db.begin();
+    for (from, to) in [
+        (long_string("b", 'x', 3000), long_string("e", 'v', 5000)),
+        (long_string("a", 'z', 2100), "aa".to_string()),
+        ("d".to_string(), long_string("d", 'u', 2049)),
+    ] {
+        let id = ids[&from];
+        let doc = tx
+            .patch(id, [("s".to_string(), Some(Value::String(to)))].into())
+            .unwrap();
+        want.insert(id, doc.as_ref().clone());
+    }
+    let gone = ids[&long_string("d", 'w', 100_000)];
+    tx.delete(gone).unwrap();
+    want.remove(&gone);
+    db.commit(tx).unwrap();
+    let long = long_keys(&db, &want);
+    assert_eq!(long, 5);
+    check_by_s(&db, &want);
+    let second = db.checkpoint().unwrap().unwrap();
+    assert!(second.ts > first.ts);
+    db.collect_garbage();
+    // The deleted and shortened keys' chains went with their tombstones.
+    assert_eq!(db.stats().memory_keys, long, "{:?}", db.stats());
+    check_by_s(&db, &want);
+    drop(db);
+    assert_verifies(&dir, long as u64);
+    let db = Database::open(&dir, manual()).unwrap();
+    check_by_s(&db, &want);
+    drop(db);
+
+    // A damaged side file refuses to open, naming it.
+    let manifest: engine::db::Manifest = serde_json::from_slice(
+        &std::fs::read(tmp.path().join(CHECKPOINT_DIR).join(MANIFEST_FILE)).unwrap(),
+    )
+    .unwrap();
+    let file = manifest
+        .indexes
+        .iter()
+        .find_map(|i| i.long_file.clone())
+        .unwrap();
+    let side = tmp
+        .path()
+        .join(CHECKPOINT_DIR)
+        .join(&manifest.dir)
+        .join(file);
+    let good = std::fs::read(&side).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0x01;
+    std::fs::write(&side, &bad).unwrap();
+    let e = Database::open(&dir, manual()).unwrap_err().to_string();
+    assert!(
+        e.contains(&side.display().to_string()) && e.contains("checksum"),
+        "{e}"
+    );
+    let r = engine::db::verify::verify_checkpoint(&dir).unwrap();
+    assert_eq!(r.mismatch_count, 1, "{:?}", r.mismatches);
+    assert!(r.mismatches[0].problem.contains("checksum"), "{r:?}");
+    // So does a manifest whose count disagrees with the file.
+    std::fs::write(&side, &good).unwrap();
+    let mut m = manifest.clone();
+    m.indexes
+        .iter_mut()
+        .find(|i| i.long_file.is_some())
+        .unwrap()
+        .long_entries += 1;
+    std::fs::write(
+        tmp.path().join(CHECKPOINT_DIR).join(MANIFEST_FILE),
+        serde_json::to_vec(&m).unwrap(),
+    )
+    .unwrap();
+    let e = Database::open(&dir, manual()).unwrap_err().to_string();
+    assert!(
+        e.contains(&side.display().to_string()) && e.contains("manifest says"),
+        "{e}"
+    );
 }

@@ -3,22 +3,29 @@
 //! by a manifest that is replaced atomically, and mapped read-only as the
 //! base under the in-memory versions.
 //!
-//! Layout (see `engine/FORMAT.md`, "Checkpoints"):
+//! Layout (see `engine/FORMAT.md`, "Checkpoint directory and manifest"):
 //! ```text
 //! <data>/checkpoint/MANIFEST                 JSON, names the current checkpoint
-//! <data>/checkpoint/<ts, 20 digits>/<table>.<index>.bt   one B+tree per index
+//! <data>/checkpoint/<ts, 20 digits>/<table>.<index>.bt     one B+tree per index
+//! <data>/checkpoint/<ts, 20 digits>/<table>.<index>.long   keys too long for it
 //! ```
 //!
 //! Invariants:
 //! 1. A checkpoint holds the state at its timestamp `C` and nothing else:
 //!    every entry is the newest version `<= C` of a live key, with that
-//!    version's timestamp.
+//!    version's timestamp. An index's entries with keys of at most
+//!    `KEY_LEN_MAX` bytes are in its B+tree, the others in its side file
+//!    (which exists only if there are any); together they are the index.
 //! 2. Every file is complete and fsynced (and its directory too) before the
 //!    manifest naming it is written; the manifest is written to a temporary
 //!    file, fsynced, renamed over the old one, and the directory fsynced.
 //!    A crash at any point leaves the old checkpoint or the new one.
 //! 3. Nothing a manifest names is ever modified; directories no manifest
 //!    names are leftovers of an interrupted checkpoint and are removed.
+//! 4. Only the B+trees are mapped as bases. The side files' entries are
+//!    loaded into memory at open and, like every long key's chain, stay
+//!    there while their key is live (`store.rs`, invariant 5), so a base
+//!    without them is still exact under the chains.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,12 +38,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::store::{encode_entry, Base, Doc, Order};
+use super::long::{self, LongWriter};
+use super::store::{decode_value, encode_entry, hex_prefix, Base, Doc, Order};
 use super::{
     parse_index_doc, parse_table_doc, Catalog, DbError, FieldPath, IndexDef, IndexId, Shared,
     State, INDEXES_TABLE_NUMBER, TABLES_TABLE_NUMBER,
 };
-use crate::checkpoint::btree::{BTree, BTreeWriter};
+use crate::checkpoint::btree::{BTree, BTreeWriter, KEY_LEN_MAX};
 use crate::id::{DocumentId, TableNumber};
 use crate::ts::Ts;
 
@@ -72,7 +80,15 @@ pub struct ManifestIndex {
     pub fields: Vec<String>,
     /// The B+tree file, relative to the checkpoint's directory.
     pub file: String,
+    /// Entries in the B+tree.
     pub entries: u64,
+    /// Entries in the long-key side file (keys over `KEY_LEN_MAX` bytes).
+    #[serde(default)]
+    pub long_entries: u64,
+    /// The long-key side file, relative to the checkpoint's directory;
+    /// only if there are long keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_file: Option<String>,
 }
 
 /// What one checkpoint wrote.
@@ -93,6 +109,11 @@ fn dir_name(ts: Ts) -> String {
 
 fn file_name(table: TableNumber, index: &str) -> String {
     format!("{}.{index}.bt", table.get())
+}
+
+/// The long-key side file of an index.
+pub(super) fn long_file_name(table: u32, index: &str) -> String {
+    format!("{table}.{index}.long")
 }
 
 /// Reads the manifest, if there is one.
@@ -127,7 +148,44 @@ pub fn read_manifest(data_dir: &Path) -> Result<Option<Manifest>, DbError> {
 /// A checkpoint opened from disk.
 pub(super) struct Loaded {
     pub manifest: Manifest,
-    bases: HashMap<(u32, String), (Arc<Base>, Vec<String>)>,
+    bases: HashMap<(u32, String), LoadedIndex>,
+}
+
+/// One index of a checkpoint opened from disk.
+struct LoadedIndex {
+    base: Arc<Base>,
+    fields: Vec<String>,
+    /// The entries of the long-key side file, in key order.
+    long: Vec<(Vec<u8>, Ts, Doc)>,
+}
+
+/// Reads and checks a long-key side file of the checkpoint at `ts` that
+/// should hold `entries` entries.
+fn read_long(path: &Path, entries: u64, ts: Ts) -> Result<Vec<(Vec<u8>, Ts, Doc)>, DbError> {
+    let bad = |reason: String| DbError::BadCheckpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = long::read(path)?;
+    let decoded = long::decode(&bytes).map_err(bad)?;
+    if decoded.len() as u64 != entries {
+        return Err(bad(format!(
+            "the manifest says {entries} entries, the file holds {}",
+            decoded.len()
+        )));
+    }
+    decoded
+        .into_iter()
+        .map(|(k, v)| {
+            let (t, d) = decode_value(v, ts).map_err(|reason| {
+                bad(format!(
+                    "the entry of key {} does not decode: {reason}",
+                    hex_prefix(k)
+                ))
+            })?;
+            Ok((k.to_vec(), t, d))
+        })
+        .collect()
 }
 
 /// Opens the current checkpoint's files.
@@ -150,17 +208,41 @@ pub(super) fn load(data_dir: &Path) -> Result<Option<Loaded>, DbError> {
                 ),
             });
         }
+        let long = match &ix.long_file {
+            Some(file) => read_long(&dir.join(file), ix.long_entries, manifest.ts)?,
+            None if ix.long_entries == 0 => Vec::new(),
+            None => {
+                return Err(DbError::BadCheckpoint {
+                    path: data_dir.join(CHECKPOINT_DIR).join(MANIFEST_FILE),
+                    reason: format!(
+                        "index {}.{} has {} long-key entries but no long-key file",
+                        ix.table, ix.name, ix.long_entries
+                    ),
+                })
+            }
+        };
         let base = Arc::new(Base {
             tree,
             ts: manifest.ts,
         });
-        bases.insert((ix.table, ix.name.clone()), (base, ix.fields.clone()));
+        let loaded = LoadedIndex {
+            base,
+            fields: ix.fields.clone(),
+            long,
+        };
+        if bases.insert((ix.table, ix.name.clone()), loaded).is_some() {
+            return Err(DbError::BadCheckpoint {
+                path: data_dir.join(CHECKPOINT_DIR).join(MANIFEST_FILE),
+                reason: format!("the manifest lists index {}.{} twice", ix.table, ix.name),
+            });
+        }
     }
     Ok(Some(Loaded { manifest, bases }))
 }
 
 /// Rebuilds the catalog from a loaded checkpoint (its `_tables` and
-/// `_index` documents) and puts each index's base under it.
+/// `_index` documents) and puts each index's base under it, and its
+/// long-key entries in memory.
 pub(super) fn install_loaded(state: &mut State, loaded: &Loaded) -> Result<(), DbError> {
     let ts = loaded.manifest.ts;
     let attach = |state: &mut State, table: TableNumber, name: &str| -> Result<(), DbError> {
@@ -169,7 +251,9 @@ pub(super) fn install_loaded(state: &mut State, loaded: &Loaded) -> Result<(), D
             .index(table, name)
             .cloned()
             .expect("attached indexes are registered");
-        let Some((base, fields)) = loaded.bases.get(&(table.get(), name.to_string())) else {
+        let Some(LoadedIndex { base, fields, long }) =
+            loaded.bases.get(&(table.get(), name.to_string()))
+        else {
             return Err(DbError::BadCheckpoint {
                 path: PathBuf::from(CHECKPOINT_DIR).join(&loaded.manifest.dir),
                 reason: format!(
@@ -189,6 +273,11 @@ pub(super) fn install_loaded(state: &mut State, loaded: &Loaded) -> Result<(), D
             });
         }
         state.store.set_base(def.id, Arc::clone(base));
+        for (key, t, doc) in long {
+            state
+                .store
+                .put_checkpointed(def.id, key.clone(), *t, Arc::clone(doc));
+        }
         Ok(())
     };
     for number in [TABLES_TABLE_NUMBER, INDEXES_TABLE_NUMBER] {
@@ -380,16 +469,13 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<Option<CheckpointInfo>, DbErro
     let mut bytes = 0;
     let mut entries = 0;
     for p in &planned {
-        let file = file_name(p.table, &p.name);
-        let path = dir.join(&file);
-        let mut w = BTreeWriter::create(&path)?;
+        let mut w = IndexFiles::create(&dir, p.table, &p.name)?;
         let written = match p.source {
             Source::Own(ix) => match write_own(shared, ix, ts, &mut w)? {
                 Some(n) => n,
                 None => {
                     // Removed while we read it: start over from the documents.
-                    drop(w);
-                    w = BTreeWriter::create(&path)?;
+                    w = w.restart()?;
                     let by_id = shared
                         .read_state()
                         .catalog
@@ -400,16 +486,19 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<Option<CheckpointInfo>, DbErro
             },
             Source::Derive { by_id } => write_derived(shared, by_id, &p.fields, ts, &mut w)?,
         };
-        let summary = w.finish()?;
-        debug_assert_eq!(summary.entries, written);
-        bytes += summary.file_bytes;
-        entries += summary.entries;
+        let finished = w.finish()?;
+        let long_entries = finished.long.map_or(0, |l| l.entries);
+        debug_assert_eq!(finished.tree.entries + long_entries, written);
+        bytes += finished.tree.file_bytes + finished.long.map_or(0, |l| l.file_bytes);
+        entries += finished.tree.entries + long_entries;
         manifest.indexes.push(ManifestIndex {
             table: p.table.get(),
             name: p.name.clone(),
             fields: p.fields.iter().map(ToString::to_string).collect(),
-            file,
-            entries: summary.entries,
+            file: finished.file,
+            entries: finished.tree.entries,
+            long_entries,
+            long_file: finished.long.map(|_| finished.long_file),
         });
     }
     super::pause::point("checkpoint:written");
@@ -432,13 +521,95 @@ pub(super) fn run(shared: &Arc<Shared>) -> Result<Option<CheckpointInfo>, DbErro
     }))
 }
 
+/// The files one index's entries go to: its B+tree, and its long-key side
+/// file for keys over `KEY_LEN_MAX` bytes, created with the first such key.
+struct IndexFiles {
+    dir: PathBuf,
+    table: TableNumber,
+    name: String,
+    tree: BTreeWriter,
+    long: Option<LongWriter>,
+}
+
+/// What [`IndexFiles::finish`] wrote.
+struct IndexFilesWritten {
+    file: String,
+    tree: crate::checkpoint::btree::BTreeSummary,
+    long_file: String,
+    long: Option<long::LongSummary>,
+}
+
+impl IndexFiles {
+    fn create(dir: &Path, table: TableNumber, name: &str) -> Result<IndexFiles, DbError> {
+        let tree = BTreeWriter::create(&dir.join(file_name(table, name)))?;
+        Ok(IndexFiles {
+            dir: dir.to_path_buf(),
+            table,
+            name: name.to_string(),
+            tree,
+            long: None,
+        })
+    }
+
+    fn long_path(&self) -> PathBuf {
+        self.dir.join(long_file_name(self.table.get(), &self.name))
+    }
+
+    /// Adds an entry; keys come in strictly increasing order.
+    fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), DbError> {
+        if key.len() <= KEY_LEN_MAX {
+            return Ok(self.tree.add(key, value)?);
+        }
+        if self.long.is_none() {
+            self.long = Some(LongWriter::create(&self.long_path())?);
+        }
+        self.long.as_mut().expect("created above").add(key, value)
+    }
+
+    /// Throws away what was written and starts over, empty.
+    fn restart(self) -> Result<IndexFiles, DbError> {
+        let IndexFiles {
+            dir,
+            table,
+            name,
+            tree,
+            long,
+        } = self;
+        drop((tree, long));
+        for path in [
+            dir.join(file_name(table, &name)),
+            dir.join(long_file_name(table.get(), &name)),
+        ] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(DbError::io(format!("removing {}", path.display()), e)),
+            }
+        }
+        IndexFiles::create(&dir, table, &name)
+    }
+
+    /// Finishes and fsyncs both files (and the directory).
+    fn finish(self) -> Result<IndexFilesWritten, DbError> {
+        let long_file = long_file_name(self.table.get(), &self.name);
+        let tree = self.tree.finish()?;
+        let long = self.long.map(LongWriter::finish).transpose()?;
+        Ok(IndexFilesWritten {
+            file: file_name(self.table, &self.name),
+            tree,
+            long_file,
+            long,
+        })
+    }
+}
+
 /// Copies an index's entries at `ts` into `w`, a chunk per read-lock hold.
 /// Returns `None` if the index was removed meanwhile.
 fn write_own(
     shared: &Shared,
     ix: IndexId,
     ts: Ts,
-    w: &mut BTreeWriter,
+    w: &mut IndexFiles,
 ) -> Result<Option<u64>, DbError> {
     let mut after: Option<Vec<u8>> = None;
     let mut chunk: Vec<(Vec<u8>, Ts, Doc)> = Vec::with_capacity(CHUNK);
@@ -478,7 +649,7 @@ fn write_derived(
     by_id: IndexId,
     fields: &[FieldPath],
     ts: Ts,
-    w: &mut BTreeWriter,
+    w: &mut IndexFiles,
 ) -> Result<u64, DbError> {
     let mut all: Vec<(Vec<u8>, Ts, Doc)> = Vec::new();
     let mut after: Option<Vec<u8>> = None;

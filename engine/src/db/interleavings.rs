@@ -356,3 +356,41 @@ fn a_backfill_interleaved_with_a_commit_ends_exact() {
     let db = Database::open(&dir, options()).unwrap();
     assert_eq!(view_in(&mut db.begin(), &ids, &all), v);
 }
+
+#[test]
+fn an_index_removed_while_a_checkpoint_copies_it_is_derived_from_its_table() {
+    let Setup {
+        _tmp, dir, db, ids, ..
+    } = setup();
+    let info = std::thread::scope(|s| {
+        let db = &db;
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let checkpointer = s.spawn(move || {
+            go_rx.recv().unwrap();
+            db.checkpoint().unwrap().unwrap()
+        });
+        let who = Who::Thread(checkpointer.thread().id());
+        let _guard = armed("checkpoint:planned", who.clone());
+        go_tx.send(()).unwrap();
+        assert!(wait_reached("checkpoint:planned", &who, WAIT));
+        // The plan copies by_k from memory; remove it before the copy.
+        let mut tx = db.begin();
+        tx.remove_index("t", "by_k").unwrap();
+        db.commit(tx).unwrap();
+        release("checkpoint:planned", &who);
+        checkpointer.join().unwrap()
+    });
+    assert!(info.ts < db.snapshot_ts());
+    drop(db);
+    let report = verify::verify_checkpoint(&dir).unwrap();
+    assert!(report.is_clean(), "{:?}", report.mismatches);
+    // _tables, _index and t: 3 + 2 + 2 built-in indexes, and by_k.
+    assert_eq!(report.indexes_checked, 8);
+    let db = Database::open(&dir, options()).unwrap();
+    let mut tx = db.begin();
+    assert!(tx.index_def("t", "by_k").unwrap().is_none());
+    assert_eq!(
+        view_in(&mut tx, &ids, &["by_id"]).gets,
+        vec![Some(1), Some(2), Some(3)]
+    );
+}

@@ -26,6 +26,7 @@ mod checkpoint;
 #[cfg(test)]
 mod interleavings;
 mod keys;
+mod long;
 mod pause;
 mod store;
 mod tx;

@@ -15,17 +15,24 @@
 //! 4. Where a key has a chain in memory, the chain is authoritative for
 //!    every readable timestamp: a chain starts either with the key's base
 //!    entry (copied in, with its own version timestamp, when the first
-//!    newer version arrives) or with the key's first version ever.
+//!    newer version arrives), with the key's checkpoint entry from the
+//!    long-key side file (loaded at open), or with the key's first version
+//!    ever.
 //! 5. Where a key has no chain, its value has not changed since its base
 //!    entry's version timestamp, which is at or before the readable window:
 //!    a chain is dropped only once its newest version is at or before both
-//!    the GC horizon and the base's checkpoint timestamp.
+//!    the GC horizon and the base's checkpoint timestamp. A key longer than
+//!    `KEY_LEN_MAX` is never in a base (the checkpoint puts it in the side
+//!    file), so no base covers it: its chain stays in memory for as long as
+//!    the key is live, and is dropped only once its one needed version is a
+//!    tombstone (the key is then absent at every readable timestamp, as it
+//!    is from the base).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::checkpoint::btree::BTree;
+use crate::checkpoint::btree::{BTree, KEY_LEN_MAX};
 use crate::checkpoint::CheckpointError;
 use crate::ts::Ts;
 use crate::value::binary::{decode_object, encode_object};
@@ -134,31 +141,35 @@ pub fn encode_entry(ts: Ts, doc: &Object, out: &mut Vec<u8>) {
     encode_object(doc, out);
 }
 
+/// Decodes the value of a checkpoint entry (see [`encode_entry`]) of the
+/// checkpoint at `checkpoint_ts`; says what is wrong otherwise.
+pub fn decode_value(bytes: &[u8], checkpoint_ts: Ts) -> Result<(Ts, Doc), String> {
+    let (ts, doc) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| format!("{} bytes are too short", bytes.len()))?;
+    let ts = Ts(u64::from_le_bytes(*ts));
+    if ts > checkpoint_ts {
+        return Err(format!(
+            "its version timestamp {ts} is after the checkpoint's {checkpoint_ts}"
+        ));
+    }
+    let doc = decode_object(doc).map_err(|e| e.to_string())?;
+    Ok((ts, Arc::new(doc)))
+}
+
 fn decode_entry(base: &Base, key: &[u8], bytes: &[u8]) -> Result<(Ts, Doc), CheckpointError> {
-    let corrupt = |reason: String| CheckpointError::Corrupt {
+    decode_value(bytes, base.ts).map_err(|reason| CheckpointError::Corrupt {
         path: base.tree.path().to_path_buf(),
         page: 0,
         reason: format!(
             "the entry of key {} does not decode: {reason}",
             hex_prefix(key)
         ),
-    };
-    let (ts, doc) = bytes
-        .split_first_chunk::<8>()
-        .ok_or_else(|| corrupt(format!("{} bytes are too short", bytes.len())))?;
-    let ts = Ts(u64::from_le_bytes(*ts));
-    if ts > base.ts {
-        return Err(corrupt(format!(
-            "its version timestamp {ts} is after the checkpoint's {}",
-            base.ts
-        )));
-    }
-    let doc = decode_object(doc).map_err(|e| corrupt(e.to_string()))?;
-    Ok((ts, Arc::new(doc)))
+    })
 }
 
 /// The first bytes of a key in hex, for messages.
-fn hex_prefix(key: &[u8]) -> String {
+pub fn hex_prefix(key: &[u8]) -> String {
     let mut s: String = key.iter().take(24).map(|b| format!("{b:02x}")).collect();
     if key.len() > 24 {
         s.push('…');
@@ -323,6 +334,24 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a checkpoint entry whose key is too long for the base (it was
+    /// in the checkpoint's long-key side file) into memory, as a chain of
+    /// that one version (invariant 4). The key has no chain yet.
+    pub fn put_checkpointed(&mut self, index: IndexId, key: Vec<u8>, ts: Ts, doc: Doc) {
+        assert!(
+            key.len() > KEY_LEN_MAX,
+            "only keys too long for the base are loaded into memory"
+        );
+        let ix = self
+            .indexes
+            .get_mut(&index)
+            .expect("entries go to indexes that exist");
+        let mut v = Versions::default();
+        v.push(ts, Some(doc));
+        let previous = ix.mem.insert(key, v);
+        assert!(previous.is_none(), "a loaded key had a chain already");
+    }
+
     /// Adds a version in timestamp order among the key's versions (for a
     /// backfill, which runs behind the commits). The index has no base.
     pub fn put_backfill(&mut self, index: IndexId, key: Vec<u8>, ts: Ts, doc: Doc) {
@@ -336,6 +365,8 @@ impl Store {
 
     /// Drops the versions of `key` that no read at or after `horizon`
     /// needs, and the whole chain where the base covers it (invariant 5).
+    /// A key too long for the base is never covered: its chain goes only
+    /// once all that is left is a tombstone.
     pub fn prune(&mut self, index: IndexId, key: &[u8], horizon: Ts) -> Pruned {
         let Some(ix) = self.indexes.get_mut(&index) else {
             return Pruned::Kept;
@@ -346,6 +377,13 @@ impl Store {
         };
         if !v.prune(horizon) {
             Pruned::Kept
+        } else if key.len() > KEY_LEN_MAX {
+            if matches!(v.latest(), Some(None)) {
+                ix.mem.remove(key);
+                Pruned::Dropped
+            } else {
+                Pruned::Kept
+            }
         } else if covered {
             ix.mem.remove(key);
             Pruned::Dropped

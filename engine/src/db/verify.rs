@@ -9,7 +9,10 @@
 //! catalog at the checkpoint's timestamp `C` (built-in `by_id` and
 //! `by_creation_time` of every table, `_tables.by_name`, and each user
 //! index with a live `_index` document at `C`) the manifest names one
-//! B+tree file that passes `check_integrity` and holds, for each document
+//! B+tree file that passes `check_integrity` and, if any key is over
+//! `KEY_LEN_MAX` bytes, one long-key side file that decodes cleanly. The
+//! B+tree holds the short keys and the side file the long ones, and
+//! together they hold, for each document
 //! live at `C` and nothing else, the key `index_key_of(fields, doc)` with
 //! the value `version ts ‖ binary doc`, the document byte-identical to the
 //! newest version at or before `C`. The version timestamp is that version's
@@ -18,6 +21,7 @@
 //! taken while the index was still backfilling derives the entry from the
 //! table and keeps the commit timestamp, so both are correct).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -25,12 +29,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::checkpoint::read_manifest;
+use super::checkpoint::{long_file_name, read_manifest};
 use super::{
-    parse_index_doc, parse_table_doc, Catalog, DbError, FieldPath, IndexDef, CHECKPOINT_DIR,
+    long, parse_index_doc, parse_table_doc, Catalog, DbError, FieldPath, IndexDef, CHECKPOINT_DIR,
     INDEXES_TABLE, INDEXES_TABLE_NUMBER, TABLES_TABLE, TABLES_TABLE_NUMBER,
 };
-use crate::checkpoint::btree::BTree;
+use crate::checkpoint::btree::{BTree, KEY_LEN_MAX};
 use crate::dir::DataDir;
 use crate::id::{DocumentId, TableNumber};
 use crate::log::{scan_log, segment_file_name, Check, LogError};
@@ -56,7 +60,8 @@ pub struct CheckpointVerifyReport {
     pub checkpoint_ts: Option<Ts>,
     /// Live documents per table, system tables included.
     pub tables: Vec<TableDocuments>,
-    /// Index files compared entry by entry with the log.
+    /// Indexes compared entry by entry with the log (a B+tree and, if
+    /// there are long keys, its side file count as one).
     pub indexes_checked: u64,
     /// Entries compared (present in the file and implied by the log).
     pub entries_checked: u64,
@@ -390,7 +395,66 @@ pub fn verify_checkpoint(dir: &DataDir) -> Result<CheckpointVerifyReport, DbErro
             );
         }
         report.indexes_checked += 1;
-        compare_entries(&tree, &path, e, &at, &label, &mut report);
+        let want = wanted(e, &at, &label, &mut report);
+        let (long_want, short_want): (Vec<_>, Vec<_>) =
+            want.into_iter().partition(|(k, _)| k.len() > KEY_LEN_MAX);
+        let entries = tree.iter().map(|r| r.map_err(|e| e.to_string()));
+        compare_entries(entries, short_want, &path, e, &label, &mut report);
+
+        // The long keys: in the side file the manifest names, if any.
+        let long_path = dir_path.join(
+            m.long_file
+                .clone()
+                .unwrap_or_else(|| long_file_name(m.table, &m.name)),
+        );
+        let long_bytes = match &m.long_file {
+            None => {
+                if m.long_entries != 0 {
+                    report.mismatch(
+                        label.clone(),
+                        None,
+                        format!(
+                            "the manifest says {} long-key entries but names no long-key file",
+                            m.long_entries
+                        ),
+                    );
+                }
+                Vec::new()
+            }
+            Some(_) => match long::read(&long_path) {
+                Ok(b) => b,
+                Err(err) => {
+                    report.mismatch(label, None, err.to_string());
+                    continue;
+                }
+            },
+        };
+        let long_entries = match &m.long_file {
+            None => Vec::new(),
+            Some(_) => match long::decode(&long_bytes) {
+                Ok(d) => d,
+                Err(err) => {
+                    report.mismatch(label, None, format!("{}: {err}", long_path.display()));
+                    continue;
+                }
+            },
+        };
+        if m.long_file.is_some() && long_entries.len() as u64 != m.long_entries {
+            report.mismatch(
+                label.clone(),
+                None,
+                format!(
+                    "the manifest says {} long-key entries, {} holds {}",
+                    m.long_entries,
+                    long_path.display(),
+                    long_entries.len()
+                ),
+            );
+        }
+        let entries = long_entries
+            .into_iter()
+            .map(|(k, v)| Ok((k, Cow::Borrowed(v))));
+        compare_entries(entries, long_want, &long_path, e, &label, &mut report);
     }
     Ok(report)
 }
@@ -417,16 +481,14 @@ fn table_documents(
         .collect()
 }
 
-/// Compares an index file entry by entry with the documents live at the
-/// checkpoint's timestamp.
-fn compare_entries(
-    tree: &BTree,
-    path: &Path,
+/// The entries an index should hold: the key of every document live at
+/// the checkpoint's timestamp, in key order.
+fn wanted<'a>(
     e: &ExpectedIndex,
-    at: &Model,
+    at: &'a Model,
     label: &str,
     report: &mut CheckpointVerifyReport,
-) {
+) -> Vec<(Vec<u8>, &'a Version)> {
     let mut want: Vec<(Vec<u8>, &Version)> = at
         .table_docs(e.table.get())
         .into_values()
@@ -442,13 +504,27 @@ fn compare_entries(
             );
         }
     }
+    want
+}
+
+/// Compares one file's entries (in key order) with the entries it should
+/// hold (the B+tree's: the keys of at most `KEY_LEN_MAX` bytes; the side
+/// file's: the longer ones).
+fn compare_entries<'f>(
+    entries: impl Iterator<Item = Result<(&'f [u8], Cow<'f, [u8]>), String>>,
+    want: Vec<(Vec<u8>, &Version)>,
+    path: &Path,
+    e: &ExpectedIndex,
+    label: &str,
+    report: &mut CheckpointVerifyReport,
+) {
     let mut want = want.into_iter().peekable();
     let mut doc_bytes = Vec::new();
-    for item in tree.iter() {
+    for item in entries {
         let (key, value) = match item {
             Ok(kv) => kv,
             Err(err) => {
-                report.mismatch(label.to_string(), None, err.to_string());
+                report.mismatch(label.to_string(), None, err);
                 return;
             }
         };
