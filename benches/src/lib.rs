@@ -1,9 +1,11 @@
 //! Shared helpers of the benchmarks: sample documents and ids, latency
-//! summaries from hdrhistograms, and a description of the machine a result
-//! was measured on (a figure is quoted only with its machine).
+//! summaries from hdrhistograms, a closed-loop load driver, and a
+//! description of the machine a result was measured on (a figure is quoted
+//! only with its machine).
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::sync::{Barrier, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use engine::id::{DocumentId, InternalId, TableNumber};
 use engine::log::FRAME_HEADER_LEN;
@@ -172,6 +174,173 @@ pub fn summarize(h: &Histogram<u64>) -> LatencySummary {
     }
 }
 
+/// The nanoseconds at quantile `q` of a histogram made by
+/// [`latency_histogram`] (0 when it is empty).
+pub fn quantile_nanos(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
+    }
+}
+
+/// When the workers of a closed-loop phase start measuring and stop.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Operations before this instant are warm-up: run, not measured.
+    pub measure_from: Instant,
+    /// No operation starts at or after this instant.
+    pub until: Instant,
+    /// Measured operations each worker may make at most.
+    pub ops_max: u64,
+}
+
+impl Plan {
+    /// A plan whose warm-up starts now; `ops_max_total` is shared out evenly.
+    pub fn starting_now(
+        warmup: Duration,
+        measure: Duration,
+        workers: u16,
+        ops_max_total: u64,
+    ) -> Plan {
+        let measure_from = Instant::now() + warmup;
+        Plan {
+            measure_from,
+            until: measure_from + measure,
+            ops_max: (ops_max_total / u64::from(workers.max(1))).max(1),
+        }
+    }
+}
+
+/// What one closed-loop phase measured, over all workers.
+#[derive(Debug)]
+pub struct PhaseResult {
+    /// Latency of every measured operation, in nanoseconds.
+    pub latencies: Histogram<u64>,
+    /// Measured operations.
+    pub ops: u64,
+    /// From the start of measuring to the end of the last measured operation.
+    pub elapsed: Duration,
+}
+
+impl PhaseResult {
+    pub fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn summary(&self) -> LatencySummary {
+        summarize(&self.latencies)
+    }
+}
+
+/// Runs `workers` threads, each calling its operation in a closed loop
+/// (the next call starts when the previous one returns) and timing each
+/// call. `make_worker` runs on the worker's own thread and returns its
+/// operation, so per-thread state such as a connection stays on that
+/// thread. The warm-up starts once every worker is ready, so slow setup
+/// (connecting) does not eat into it. Bounded by `measure` after the
+/// warm-up and by `ops_max_total` measured operations.
+pub fn drive_closed_loop<M, C>(
+    workers: u16,
+    warmup: Duration,
+    measure: Duration,
+    ops_max_total: u64,
+    make_worker: M,
+) -> Result<PhaseResult, String>
+where
+    M: Fn() -> Result<C, String> + Sync,
+    C: FnMut() -> Result<(), String>,
+{
+    let ready = Barrier::new(usize::from(workers));
+    let plan = OnceLock::new();
+    let results: Vec<Result<WorkerResult, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let made = make_worker();
+                    ready.wait();
+                    let plan = *plan.get_or_init(|| {
+                        Plan::starting_now(warmup, measure, workers, ops_max_total)
+                    });
+                    worker_loop(plan, made?)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a worker thread panicked".into()))
+            })
+            .collect()
+    });
+    let mut latencies = latency_histogram();
+    let mut ops = 0;
+    let mut first_error = None;
+    let mut last_done: Option<Instant> = None;
+    let measure_from = plan.get().map(|p| p.measure_from);
+    for r in results {
+        match r {
+            Ok(r) => {
+                latencies
+                    .add(&r.latencies)
+                    .map_err(|e| format!("merging latency histograms: {e}"))?;
+                ops += r.ops;
+                last_done = last_done.max(r.last_done);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let elapsed = match (measure_from, last_done) {
+        (Some(from), Some(done)) => done.saturating_duration_since(from),
+        _ => Duration::ZERO,
+    };
+    Ok(PhaseResult {
+        latencies,
+        ops,
+        elapsed,
+    })
+}
+
+/// What one worker of [`drive_closed_loop`] measured.
+struct WorkerResult {
+    latencies: Histogram<u64>,
+    ops: u64,
+    last_done: Option<Instant>,
+}
+
+fn worker_loop(
+    plan: Plan,
+    mut op: impl FnMut() -> Result<(), String>,
+) -> Result<WorkerResult, String> {
+    let mut latencies = latency_histogram();
+    let mut ops = 0u64;
+    let mut last_done = None;
+    while ops < plan.ops_max {
+        let started = Instant::now();
+        if started >= plan.until {
+            break;
+        }
+        op()?;
+        if started >= plan.measure_from {
+            let done = Instant::now();
+            record_latency(&mut latencies, done - started);
+            ops += 1;
+            last_done = Some(done);
+        }
+    }
+    Ok(WorkerResult {
+        latencies,
+        ops,
+        last_done,
+    })
+}
+
 /// What a result was measured on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Machine {
@@ -261,6 +430,26 @@ mod tests {
         assert!((s.p50_us - 500.0).abs() < 1.0, "{s:?}");
         assert!((s.p99_us - 990.0).abs() < 2.0, "{s:?}");
         assert_eq!(summarize(&latency_histogram()), LatencySummary::default());
+    }
+
+    #[test]
+    fn closed_loop_stops_at_its_count_bound_and_reports_errors() {
+        let r = drive_closed_loop(2, Duration::ZERO, Duration::from_secs(3600), 10, || {
+            Ok(|| Ok(()))
+        })
+        .unwrap();
+        assert_eq!((r.ops, r.latencies.len()), (10, 10));
+        assert!(r.per_sec() > 0.0);
+        let err = drive_closed_loop(2, Duration::ZERO, Duration::from_secs(3600), 10, || {
+            Ok(|| Err("boom".to_string()))
+        })
+        .unwrap_err();
+        assert_eq!(err, "boom");
+        let err = drive_closed_loop(1, Duration::ZERO, Duration::from_secs(1), 10, || {
+            Err::<fn() -> Result<(), String>, _>("no connection".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(err, "no connection");
     }
 
     #[test]

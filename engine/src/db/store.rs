@@ -177,9 +177,83 @@ pub fn hex_prefix(key: &[u8]) -> String {
     s
 }
 
+/// A key in memory: short keys (ids, timestamps, small values: nearly
+/// all) are stored inside the map's nodes, so a lookup compares bytes in
+/// the nodes it walks instead of following a pointer per comparison.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; KEY_INLINE] },
+    Heap(Box<[u8]>),
+}
+
+const KEY_INLINE: usize = 54;
+
+impl Key {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Key {
+    fn from(v: Vec<u8>) -> Key {
+        if v.len() <= KEY_INLINE {
+            let mut bytes = [0; KEY_INLINE];
+            bytes[..v.len()].copy_from_slice(&v);
+            Key::Inline {
+                len: v.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(v.into_boxed_slice())
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", hex_prefix(self.as_bytes()))
+    }
+}
+
 #[derive(Debug, Default)]
 struct IndexStore {
-    mem: BTreeMap<Vec<u8>, Versions>,
+    mem: BTreeMap<Key, Versions>,
     base: Option<Arc<Base>>,
 }
 
@@ -256,7 +330,7 @@ impl Store {
             return Ok(());
         }
         let mem = ix.mem.range::<[u8], _>((start, end));
-        let mut mem: Box<dyn Iterator<Item = (&Vec<u8>, &Versions)>> = match order {
+        let mut mem: Box<dyn Iterator<Item = (&Key, &Versions)>> = match order {
             Order::Asc => Box::new(mem),
             Order::Desc => Box::new(mem.rev()),
         };
@@ -278,7 +352,7 @@ impl Store {
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
                 (Some((mk, _)), Some((bk, _))) => {
-                    if mk.as_slice() == *bk {
+                    if mk.as_bytes() == *bk {
                         // Memory is authoritative; skip the base entry.
                         b = next_base().transpose()?;
                         true
@@ -321,7 +395,7 @@ impl Store {
             .indexes
             .get_mut(&index)
             .expect("entries go to indexes that exist");
-        if let Some(v) = ix.mem.get_mut(&key) {
+        if let Some(v) = ix.mem.get_mut(key.as_slice()) {
             v.push(ts, doc);
             return Ok(());
         }
@@ -330,7 +404,7 @@ impl Store {
             v.push(t, Some(d));
         }
         v.push(ts, doc);
-        ix.mem.insert(key, v);
+        ix.mem.insert(Key::from(key), v);
         Ok(())
     }
 
@@ -348,7 +422,7 @@ impl Store {
             .expect("entries go to indexes that exist");
         let mut v = Versions::default();
         v.push(ts, Some(doc));
-        let previous = ix.mem.insert(key, v);
+        let previous = ix.mem.insert(Key::from(key), v);
         assert!(previous.is_none(), "a loaded key had a chain already");
     }
 
@@ -360,7 +434,10 @@ impl Store {
             return;
         };
         debug_assert!(ix.base.is_none(), "backfilled indexes have no base");
-        ix.mem.entry(key).or_default().insert_sorted(ts, Some(doc));
+        ix.mem
+            .entry(Key::from(key))
+            .or_default()
+            .insert_sorted(ts, Some(doc));
     }
 
     /// Drops the versions of `key` that no read at or after `horizon`

@@ -91,8 +91,12 @@ impl Transaction<'_> {
     }
 
     fn count_read(&mut self, doc: &Object) -> Result<(), DbError> {
-        self.read_documents += 1;
-        self.read_bytes += object_size(doc);
+        self.count_reads(1, object_size(doc))
+    }
+
+    fn count_reads(&mut self, docs: usize, bytes: usize) -> Result<(), DbError> {
+        self.read_documents += docs;
+        self.read_bytes += bytes;
         if self.read_documents > READ_DOCUMENTS_MAX {
             return Err(DbError::TooManyReads);
         }
@@ -166,8 +170,8 @@ impl Transaction<'_> {
             }
             return Ok(self.writes.get(&id).cloned().flatten());
         };
-        self.reads.push((ix, KeyInterval::point(key.clone())));
         if let Some(w) = self.writes.get(&id) {
+            self.reads.push((ix, KeyInterval::point(key)));
             return Ok(w.clone());
         }
         let doc = self
@@ -175,6 +179,7 @@ impl Transaction<'_> {
             .read_state()
             .store
             .get(ix, &key, self.begin_ts)?;
+        self.reads.push((ix, KeyInterval::point(key)));
         if let Some(d) = &doc {
             self.count_read(d)?;
         }
@@ -238,10 +243,13 @@ impl Transaction<'_> {
             .copied()
             .collect();
         // Own writes can only push snapshot documents later, so `limit`
-        // snapshot documents (own ids excluded) are enough.
+        // snapshot documents (own ids excluded) are enough. Keys are kept
+        // only to merge in own writes; without any, the scan's order is the
+        // answer's.
+        let has_own = !own_ids.is_empty();
         let want = limit;
         let mut found: Vec<(Vec<u8>, Doc)> = Vec::new();
-        let mut scanned: Vec<Doc> = Vec::new();
+        let (mut docs_read, mut bytes_read) = (0usize, 0usize);
         {
             let state = self.shared().read_state();
             state.store.scan(
@@ -251,27 +259,29 @@ impl Transaction<'_> {
                 self.begin_ts,
                 order,
                 |k, _, doc| {
-                    scanned.push(doc.clone());
-                    let id = doc_id(doc);
-                    if !id.is_some_and(|id| own_ids.contains(&id)) {
+                    docs_read += 1;
+                    bytes_read += object_size(doc);
+                    if !has_own {
+                        found.push((Vec::new(), doc.clone()));
+                    } else if !doc_id(doc).is_some_and(|id| own_ids.contains(&id)) {
                         found.push((k.to_vec(), doc.clone()));
                     }
                     want.is_none_or(|w| found.len() < w)
                 },
             )?;
         }
-        for d in &scanned {
-            self.count_read(d)?;
-        }
+        self.count_reads(docs_read, bytes_read)?;
         let scan_hit_limit = want.is_some_and(|w| found.len() >= w);
-        for (k, d) in own {
-            if interval.contains(&k) {
-                found.push((k, d));
+        if has_own {
+            for (k, d) in own {
+                if interval.contains(&k) {
+                    found.push((k, d));
+                }
             }
-        }
-        match order {
-            Order::Asc => found.sort_by(|a, b| a.0.cmp(&b.0)),
-            Order::Desc => found.sort_by(|a, b| b.0.cmp(&a.0)),
+            match order {
+                Order::Asc => found.sort_by(|a, b| a.0.cmp(&b.0)),
+                Order::Desc => found.sort_by(|a, b| b.0.cmp(&a.0)),
+            }
         }
         let truncated = limit.is_some_and(|l| found.len() > l);
         if let Some(l) = limit {
@@ -280,16 +290,23 @@ impl Transaction<'_> {
         // The interval actually covered: all of it, unless the scan stopped
         // early, in which case up to the last key returned.
         let covered = match (truncated || scan_hit_limit, found.last()) {
-            (true, Some((last, _))) => match order {
-                Order::Asc => KeyInterval {
-                    start: interval.start.clone(),
-                    end: Bound::Included(last.clone()),
-                },
-                Order::Desc => KeyInterval {
-                    start: Bound::Included(last.clone()),
-                    end: interval.end.clone(),
-                },
-            },
+            (true, Some((last, doc))) => {
+                let last = if has_own {
+                    last.clone()
+                } else {
+                    def.key_of(doc)
+                };
+                match order {
+                    Order::Asc => KeyInterval {
+                        start: interval.start.clone(),
+                        end: Bound::Included(last),
+                    },
+                    Order::Desc => KeyInterval {
+                        start: Bound::Included(last),
+                        end: interval.end.clone(),
+                    },
+                }
+            }
             _ => interval.clone(),
         };
         self.reads.push((def.id, covered));
