@@ -89,13 +89,23 @@ fn a_tiny_run_without_postgres_prints_one_json_object_and_cleans_up() {
         positive(&v, ratio);
     }
     assert!(v["insert"]["ours"]["commits"].as_u64().unwrap() > 0);
+    for probe in ["fdatasync_before", "fdatasync_after"] {
+        positive(&v, &format!("insert.{probe}.p50_us"));
+        positive(&v, &format!("insert.{probe}.p99_us"));
+    }
     assert!(positive(&v, "insert.ours_avg_batch") >= 1.0);
     assert_eq!(v["insert"]["ours_conflicts"], 0);
     assert!(v["get"]["ours"]["gets"].as_u64().unwrap() > 0);
     assert_eq!(v["get"]["timing"], "per_get_instant");
-    assert_eq!(v["reopen"]["mode"], "log_replay_only");
+    assert_eq!(v["reopen"]["mode"], "checkpoint");
     assert_eq!(v["reopen"]["runs_ms"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        v["reopen"]["replay_only_runs_ms"].as_array().unwrap().len(),
+        3
+    );
     positive(&v, "reopen.median_ms");
+    positive(&v, "reopen.replay_only_median_ms");
+    positive(&v, "reopen.checkpoint_ms");
     positive(&v, "reopen.log_bytes");
 
     // No PostgreSQL anywhere: its figures and ratios are null.
@@ -141,7 +151,7 @@ fn only_one_workload_runs_when_asked() {
         String::from_utf8_lossy(&out.stderr)
     );
     let table = String::from_utf8(out.stdout).unwrap();
-    assert!(table.contains("reopen (log_replay_only)"), "{table}");
+    assert!(table.contains("reopen from a checkpoint"), "{table}");
     assert!(!table.contains("insert:"), "{table}");
     // An existing directory is kept, emptied of what the run made.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);

@@ -10,8 +10,8 @@
 //! 3. `scan`: full scans of the loaded documents in creation-time order;
 //!    documents per second (median pass).
 //! 4. `reopen`: our database closed and opened again over the loaded log;
-//!    median of 3 `Database::open` times. Log replay only until the engine
-//!    has checkpoints (see `reopen_ours`).
+//!    median of 3 `Database::open` times replaying the whole log, then
+//!    median of 3 from a checkpoint of it (see `reopen_ours`).
 //!
 //! PostgreSQL is a throwaway cluster that `benches/scripts/postgres.sh`
 //! starts on 127.0.0.1 in the run's directory and stops at the end, also
@@ -23,7 +23,7 @@ use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::Write as _;
 use std::ops::Bound;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use benches::{
     drive_closed_loop, encoded_len, latency_histogram, quantile_nanos, random_document_id,
-    record_latency, sample_text, LatencySummary, Machine, PhaseResult,
+    record_latency, sample_text, summarize, LatencySummary, Machine, PhaseResult,
 };
 use clap::{Parser, ValueEnum};
 use engine::db::{
@@ -83,6 +83,13 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bounds on `postgres.sh start` (which may install PostgreSQL) and `stop`.
 const PG_START_BOUND: Duration = Duration::from_secs(20 * 60);
 const PG_STOP_BOUND: Duration = Duration::from_secs(3 * 60);
+/// The raw fdatasync probe: at most this long and this many syncs, each
+/// after a `pwrite` of about one insert's log record into a zero-filled
+/// file of this size (writes wrap around inside it).
+const PROBE_TIME: Duration = Duration::from_secs(1);
+const PROBE_SYNCS_MAX: u64 = 20_000;
+const PROBE_WRITE_BYTES: usize = 256;
+const PROBE_FILE_BYTES: u64 = 8 << 20;
 /// Connection setup and per-statement bounds for PostgreSQL.
 const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const PG_STATEMENT_TIMEOUT: &str = "-c statement_timeout=600s";
@@ -122,9 +129,10 @@ struct Args {
     /// The script that starts and stops PostgreSQL.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh"))]
     pg_script: PathBuf,
-    /// Loopback port of the PostgreSQL cluster.
-    #[arg(long, default_value_t = 54329, value_parser = clap::value_parser!(u16).range(1024..))]
-    pg_port: u16,
+    /// Loopback port of the PostgreSQL cluster. Default: a free port the
+    /// system picks, so that two runs do not collide.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1024..))]
+    pg_port: Option<u16>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -245,6 +253,11 @@ struct InsertReport {
     sqlite_connections: SqliteConnections,
     ours_vs_postgres: Option<f64>,
     ours_vs_sqlite: Option<f64>,
+    /// The disk's raw `pwrite` + `fdatasync` latency just before and just
+    /// after the insert phases: every durable commit waits for one, and on
+    /// a shared virtual disk it drifts.
+    fdatasync_before: LatencySummary,
+    fdatasync_after: LatencySummary,
 }
 
 #[derive(Debug, Serialize)]
@@ -545,10 +558,14 @@ fn run(args: &Args) -> Result<Report, String> {
 
     let pg = if args.wants_pg() {
         progress("starting PostgreSQL");
+        let port = match args.pg_port {
+            Some(port) => port,
+            None => free_loopback_port()?,
+        };
         Some(PgServer::start(
             &args.pg_script,
             &run_dir.join("postgres"),
-            args.pg_port,
+            port,
             &run_dir.join("postgres.sh.log"),
         )?)
     } else {
@@ -778,6 +795,9 @@ fn run_insert(
     let measure = Duration::from_secs_f64(args.seconds);
     let warmup = Duration::from_secs_f64((args.seconds / 5.0).clamp(0.1, 2.0));
 
+    let probe_dir = run_dir.join("fdatasync");
+    make_dir(&probe_dir)?;
+    let fdatasync_before = fdatasync_probe(&probe_dir)?;
     progress("insert: ours");
     let (ours, ours_avg_batch, ours_conflicts) = insert_ours(
         &run_dir.join("ours-insert"),
@@ -811,6 +831,8 @@ fn run_insert(
         let _ = fs::remove_dir_all(&dir);
         Some(phase?)
     };
+    let fdatasync_after = fdatasync_probe(&probe_dir)?;
+    let _ = fs::remove_dir_all(&probe_dir);
     let ours = InsertFigures::of(&ours);
     let postgres = postgres.as_ref().map(InsertFigures::of);
     let sqlite = sqlite.as_ref().map(InsertFigures::of);
@@ -823,7 +845,44 @@ fn run_insert(
         postgres,
         sqlite,
         sqlite_connections: args.sqlite_connections,
+        fdatasync_before,
+        fdatasync_after,
     })
+}
+
+/// Raw disk: `pwrite` of [`PROBE_WRITE_BYTES`] at the next offset of a
+/// zero-filled, synced file, then `fdatasync`, timing the fdatasync (as
+/// logbench does). Bounded by [`PROBE_TIME`] and [`PROBE_SYNCS_MAX`].
+fn fdatasync_probe(dir: &Path) -> Result<LatencySummary, String> {
+    let path = dir.join("probe.dat");
+    let io = |e: std::io::Error| format!("fdatasync probe in {}: {e}", path.display());
+    let file = File::create(&path).map_err(io)?;
+    let zeros = vec![0u8; 1 << 16];
+    for offset in (0..PROBE_FILE_BYTES).step_by(zeros.len()) {
+        file.write_all_at(&zeros, offset).map_err(io)?;
+    }
+    file.sync_all().map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    let record = vec![0xa5u8; PROBE_WRITE_BYTES];
+    let mut h = latency_histogram();
+    let mut offset = 0u64;
+    let until = Instant::now() + PROBE_TIME;
+    for _ in 0..PROBE_SYNCS_MAX {
+        if Instant::now() >= until {
+            break;
+        }
+        if offset + record.len() as u64 > PROBE_FILE_BYTES {
+            offset = 0;
+        }
+        file.write_all_at(&record, offset).map_err(io)?;
+        let started = Instant::now();
+        file.sync_data().map_err(io)?;
+        record_latency(&mut h, started.elapsed());
+        offset += record.len() as u64;
+    }
+    drop(file);
+    fs::remove_file(&path).map_err(io)?;
+    Ok(summarize(&h))
 }
 
 fn db_err(what: &str) -> impl Fn(DbError) -> String + '_ {
@@ -1567,6 +1626,16 @@ fn ours_options() -> DbOptions {
 // ---------------------------------------------------------------------------
 // PostgreSQL server
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel
+/// picks it; it could be taken again before PostgreSQL binds it, in which
+/// case the start fails and says so).
+fn free_loopback_port() -> Result<u16, String> {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port on 127.0.0.1: {e}"))
+}
+
 fn pg_err(what: &str) -> impl Fn(postgres::Error) -> String + '_ {
     // The error's Display says only "db error" for what the server refused.
     move |e| match e.as_db_error() {
@@ -1761,6 +1830,15 @@ fn print_table(r: &Report) {
         };
         row(sqlite_name, &i.sqlite.as_ref());
         println!(
+            "  raw pwrite+fdatasync before: p50 {:.1} us, p99 {:.1} us, mean {:.1} us; after: p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
+            i.fdatasync_before.p50_us,
+            i.fdatasync_before.p99_us,
+            i.fdatasync_before.mean_us,
+            i.fdatasync_after.p50_us,
+            i.fdatasync_after.p99_us,
+            i.fdatasync_after.mean_us
+        );
+        println!(
             "  ours / postgres {}, ours / sqlite {}; ours: {:.1} tx per group commit, {} conflicts",
             x(i.ours_vs_postgres),
             x(i.ours_vs_sqlite),
@@ -1864,6 +1942,8 @@ mod tests {
         assert!(!a.no_pg && !a.no_sqlite && !a.json);
         assert!(a.pg_script.ends_with("scripts/postgres.sh"));
         assert!(a.pg_script.exists());
+        assert_eq!(a.pg_port, None);
+        assert!(free_loopback_port().unwrap() >= 1024);
         assert!(a.runs(Workload::Insert) && a.loads() && a.wants_pg());
 
         let a = Args::try_parse_from([
@@ -1882,6 +1962,8 @@ mod tests {
             "--no-sqlite",
             "--sqlite-connections",
             "per_writer",
+            "--pg-port",
+            "5433",
             "--json",
         ])
         .unwrap();
@@ -1889,6 +1971,7 @@ mod tests {
         assert_eq!((a.writers, a.seconds, a.docs), (4, 1.5, 2000));
         assert_eq!(a.only, Some(Workload::Reopen));
         assert_eq!(a.sqlite_connections, SqliteConnections::PerWriter);
+        assert_eq!(a.pg_port, Some(5433));
         assert!(a.no_pg && a.no_sqlite && a.json);
         assert!(a.loads() && !a.peers_load() && !a.runs(Workload::Insert));
 
@@ -1963,7 +2046,9 @@ mod tests {
         }
         let r = reopen_ours(loaded, docs).unwrap();
         assert_eq!(r.runs_ms.len(), REOPEN_RUNS);
-        assert_eq!(r.mode, "log_replay_only");
+        assert_eq!(r.mode, "checkpoint");
+        assert_eq!(r.replay_only_runs_ms.len(), REOPEN_RUNS);
+        assert!(r.checkpoint_entries >= docs && r.checkpoint_bytes > 0);
         assert!(r.log_records >= 1 && r.log_bytes > 0);
     }
 }
