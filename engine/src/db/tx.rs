@@ -498,15 +498,7 @@ impl Transaction<'_> {
         };
         // Record the whole `_index` table as read: two transactions adding
         // the same index must conflict, not both commit.
-        let indexes = TableNumber::new(INDEXES_TABLE_NUMBER).expect("non-zero");
-        let by_creation = self
-            .shared()
-            .read_state()
-            .catalog
-            .index(indexes, BY_CREATION_TIME)
-            .map(|d| d.id)
-            .expect("the _index table has its indexes");
-        self.reads.push((by_creation, KeyInterval::all()));
+        self.read_all_index_definitions();
         if self.index_def(table, name)?.is_some() {
             return Err(DbError::InvalidIndex(format!(
                 "Index {table}.{name} already exists"
@@ -536,6 +528,22 @@ impl Transaction<'_> {
         self.stage(id, Some(Arc::new(doc)))
     }
 
+    /// Records the whole `_index` table as read (so two transactions
+    /// changing index definitions conflict) and returns the index to scan
+    /// it by.
+    fn read_all_index_definitions(&mut self) -> IndexId {
+        let indexes = TableNumber::new(INDEXES_TABLE_NUMBER).expect("non-zero");
+        let by_creation = self
+            .shared()
+            .read_state()
+            .catalog
+            .index(indexes, BY_CREATION_TIME)
+            .map(|d| d.id)
+            .expect("the _index table has its built-in indexes");
+        self.reads.push((by_creation, KeyInterval::all()));
+        by_creation
+    }
+
     /// Removes user index `name` of `table`, freeing it when the
     /// transaction commits.
     pub fn remove_index(&mut self, table: &str, name: &str) -> Result<(), DbError> {
@@ -544,18 +552,8 @@ impl Transaction<'_> {
             index: name.to_string(),
         };
         let number = self.table_number(table)?.ok_or_else(missing)?;
-        let indexes = TableNumber::new(INDEXES_TABLE_NUMBER).expect("non-zero");
-        let by_creation = self
-            .shared()
-            .read_state()
-            .catalog
-            .index(indexes, BY_CREATION_TIME)
-            .map(|d| d.id);
-        let Some(by_creation) = by_creation else {
-            return Err(missing());
-        };
+        let by_creation = self.read_all_index_definitions();
         let mut found = None;
-        self.reads.push((by_creation, KeyInterval::all()));
         self.shared().read_state().store.scan(
             by_creation,
             Bound::Unbounded,
