@@ -171,8 +171,19 @@ fn readers_see_a_commit_whole_and_only_once_published() {
                     go_rx.recv().unwrap();
                     db.commit(tx)
                 });
-                let who = Who::Thread(committer.thread().id());
+                // The log writer publishes a durable group.
+                let who = if matches!(point, "commit:durable" | "commit:published") {
+                    Who::Thread(db.log().writer_thread_id().expect("the log is open"))
+                } else {
+                    Who::Thread(committer.thread().id())
+                };
                 let _guard = armed(point, who.clone());
+                // Past the append, the log writer may publish the group
+                // while the committing thread is held: hold it too, so the
+                // views below are taken before publication.
+                let writer = Who::Thread(db.log().writer_thread_id().expect("the log is open"));
+                let hold_writer = matches!(point, "commit:appended" | "commit:queued");
+                let _writer_guard = hold_writer.then(|| armed("commit:durable", writer.clone()));
                 go_tx.send(()).unwrap();
                 assert!(wait_reached(point, &who, WAIT), "{ctx}: never reached");
                 let expect_now = if point == "commit:published" {
@@ -196,6 +207,13 @@ fn readers_see_a_commit_whole_and_only_once_published() {
                     "{ctx}: an earlier snapshot changed"
                 );
                 release(point, &who);
+                if hold_writer {
+                    assert!(
+                        wait_reached("commit:durable", &writer, WAIT),
+                        "{ctx}: the log writer never reached commit:durable"
+                    );
+                    release("commit:durable", &writer);
+                }
                 committer.join().unwrap().unwrap()
             });
             let after = view(&db, &ids);

@@ -4,9 +4,11 @@
 //!
 //! Invariants (numbered as in `engine/FORMAT.md`, "MVCC invariants"):
 //! 1. The log is the source of truth: the in-memory store is rebuilt from
-//!    the last checkpoint plus the log after it at open, and a commit's
-//!    versions enter the store only after they are queued to the log, under
-//!    the committer lock, in timestamp order.
+//!    the last checkpoint plus the log after it at open. A commit's
+//!    versions enter the store under the committer lock, in timestamp
+//!    order, and are queued to the log before that lock is released; if
+//!    queueing (or applying) fails, every later commit is refused, so no
+//!    version that is not in the log is ever published.
 //! 2. A snapshot at `ts` sees exactly the commits `<= ts`. The published
 //!    timestamp advances only once a commit is durable, so a reader never
 //!    sees a commit that could still be lost, nor half of one.
@@ -34,7 +36,7 @@ pub mod verify;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,7 +53,7 @@ pub use tx::{doc_id, id_key, Transaction};
 use crate::checkpoint::CheckpointError;
 use crate::dir::DataDir;
 use crate::id::{DocumentId, TableNumber};
-use crate::log::{scan_log, Check, DocumentWrite, Log, LogError, LogOptions};
+use crate::log::{scan_log, Check, Log, LogError, LogOptions, PreparedRecord};
 use crate::ts::Ts;
 use crate::value::{Object, Value, ValueError};
 
@@ -108,6 +110,11 @@ pub enum DbError {
          was being run (document {id} was written by the commit at timestamp {ts}); retry the transaction"
     )]
     Conflict { table: String, id: String, ts: Ts },
+    #[error(
+        "the database refuses commits after an earlier failure ({0}); restart the server to \
+         recover from the log"
+    )]
+    Broken(String),
     #[error(
         "Too many documents read in a single function execution (limit: {READ_DOCUMENTS_MAX}). \
          Consider using smaller limits in your queries, paginating your queries, or using indexed \
@@ -322,6 +329,233 @@ struct Committer {
     /// Writes of recent commits, oldest first, kept while a running
     /// transaction began before them.
     window: VecDeque<CommittedWrites>,
+    /// Set when a commit's versions reached the store but could not be
+    /// logged: every later commit is refused.
+    broken: Option<String>,
+}
+
+/// One transaction handed to the committer.
+struct CommitRequest {
+    begin_ts: Ts,
+    reads: Vec<(IndexId, KeyInterval)>,
+    writes: Vec<(DocumentId, Option<Doc>)>,
+}
+
+/// Threads each woken thread of a durable group wakes in turn.
+const RELAY_FANOUT: usize = 2;
+
+/// The threads of a durable group, woken in a relay: the log writer wakes
+/// [`RELAY_FANOUT`] of them and each woken thread wakes as many more.
+struct Relay {
+    committed: Vec<(Arc<Waiter>, Ts)>,
+    /// The next thread to wake.
+    next: AtomicUsize,
+}
+
+impl Relay {
+    fn wake(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some((waiter, ts)) = self.committed.get(i) else {
+                return;
+            };
+            waiter.complete(Outcome::Committed(*ts, Arc::clone(self)));
+        }
+    }
+}
+
+/// What a committing thread is told.
+enum Outcome {
+    Done(Result<Ts, DbError>),
+    /// Durable and published at this timestamp; wake the next threads of
+    /// the relay.
+    Committed(Ts, Arc<Relay>),
+    /// Lead the committer (handed over by the previous leader).
+    Lead,
+}
+
+/// Where a committing thread waits for its outcome.
+struct Waiter {
+    outcome: Mutex<Option<Outcome>>,
+    thread: std::thread::Thread,
+}
+
+impl Waiter {
+    fn complete(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        self.thread.unpark();
+    }
+}
+
+/// Transactions waiting for a leader.
+#[derive(Default)]
+struct CommitQueue {
+    pending: Vec<(CommitRequest, Arc<Waiter>)>,
+    /// Whether a thread is leading (taking from `pending`).
+    leading: bool,
+}
+
+/// Rounds of queued transactions one leader commits before handing
+/// leadership to a waiting thread, so no caller leads for long.
+const LEAD_ROUNDS: usize = 8;
+
+/// Validates, applies and appends one batch of transactions in queue order
+/// under the committer lock (invariants 1 and 3). Conflicting transactions
+/// are completed at once; the rest go to the log as one group, which the
+/// log writer publishes once durable ([`finish_group`]).
+fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) {
+    let mut committed = Vec::with_capacity(batch.len());
+    let mut new_indexes = Vec::new();
+    let mut committer = shared.committer.lock().unwrap_or_else(|p| p.into_inner());
+    let mut records = Vec::with_capacity(batch.len());
+    let mut written = Vec::with_capacity(batch.len());
+    {
+        let mut state = shared.write_state();
+        for (request, waiter) in batch {
+            if let Some(why) = committer.broken.clone() {
+                waiter.complete(Outcome::Done(Err(DbError::Broken(why))));
+                continue;
+            }
+            if let Err(e) = validate(&state, &committer.window, &request) {
+                waiter.complete(Outcome::Done(Err(e)));
+                continue;
+            }
+            let record =
+                match PreparedRecord::new(request.writes.iter().map(|(id, d)| (*id, d.as_deref())))
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        waiter.complete(Outcome::Done(Err(e.into())));
+                        continue;
+                    }
+                };
+            let ts = shared.log.next_ts();
+            let applied = match apply(&mut state, ts, &request.writes) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Part of the commit may be in the store at `ts`: no
+                    // later timestamp may ever be published.
+                    let why = format!("applying the commit at {ts} failed: {e}");
+                    tracing::error!("{why}; refusing further commits");
+                    committer.broken = Some(why);
+                    waiter.complete(Outcome::Done(Err(e)));
+                    continue;
+                }
+            };
+            let keys: Arc<[WrittenKey]> = applied.keys.into();
+            committer.window.push_back(CommittedWrites {
+                ts,
+                keys: Arc::clone(&keys),
+            });
+            written.push(CommittedWrites { ts, keys });
+            records.push((ts, record));
+            new_indexes.extend(applied.new_indexes);
+            committed.push((waiter, ts));
+        }
+    }
+    // The state lock is released, so readers can look while a test holds
+    // the committer here.
+    pause::point("commit:validated");
+    pause::point("commit:applied");
+    if !records.is_empty() {
+        let on_durable = {
+            let shared = Arc::clone(shared);
+            Box::new(move |durable| finish_group(&shared, committed, new_indexes, durable))
+        };
+        match shared.log.append_group_at(records, on_durable) {
+            Ok(()) => {
+                shared
+                    .gc
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .queue
+                    .extend(written);
+            }
+            Err(e) => {
+                // The group's versions are in the store but not in the log:
+                // nothing after them may be published. The dropped callback
+                // told the group's threads `Closed`.
+                let why = format!("appending to the log failed: {e}");
+                tracing::error!("{why}; refusing further commits");
+                committer.broken = Some(why);
+            }
+        }
+        pause::point("commit:appended");
+    }
+    // Drop what no running transaction can conflict with.
+    let oldest = shared.oldest_active().unwrap_or(shared.snapshot_ts());
+    while committer.window.front().is_some_and(|c| c.ts <= oldest) {
+        committer.window.pop_front();
+    }
+}
+
+/// Runs on the log writer once a group is durable (or failed): publishes
+/// it and completes its transactions. Groups finish in timestamp order.
+fn finish_group(
+    shared: &Arc<Shared>,
+    committed: Vec<(Arc<Waiter>, Ts)>,
+    new_indexes: Vec<IndexId>,
+    durable: Result<Ts, LogError>,
+) {
+    match durable {
+        Ok(last) => {
+            pause::point("commit:durable");
+            shared.published.fetch_max(last.0, Ordering::AcqRel);
+            pause::point("commit:published");
+            for ix in new_indexes {
+                if let Err(e) = backfill::spawn(shared, ix) {
+                    tracing::error!("could not start backfilling index {ix:?}: {e}");
+                }
+            }
+            // Wake two threads; each woken thread wakes two more, so the
+            // wake-ups (several µs each) spread over the woken threads
+            // instead of holding up the log writer's next batch.
+            Arc::new(Relay {
+                committed,
+                next: AtomicUsize::new(0),
+            })
+            .wake(RELAY_FANOUT);
+        }
+        Err(e) => {
+            for (waiter, _) in committed {
+                let e = match &e {
+                    LogError::Closed => LogError::Closed,
+                    LogError::Poisoned(why) => LogError::Poisoned(why.clone()),
+                    other => LogError::Poisoned(other.to_string()),
+                };
+                waiter.complete(Outcome::Done(Err(e.into())));
+            }
+        }
+    }
+}
+
+/// Checks a transaction's read set against every commit after its
+/// snapshot (invariant 3).
+fn validate(
+    state: &State,
+    window: &VecDeque<CommittedWrites>,
+    request: &CommitRequest,
+) -> Result<(), DbError> {
+    if request.reads.is_empty() {
+        return Ok(());
+    }
+    for c in window.iter().filter(|c| c.ts > request.begin_ts) {
+        for w in c.keys.iter() {
+            if request
+                .reads
+                .iter()
+                .any(|(ix, iv)| *ix == w.index && iv.contains(&w.key))
+            {
+                let table = state.catalog.table_name(w.id.table);
+                return Err(DbError::Conflict {
+                    table,
+                    id: w.id.encode(),
+                    ts: c.ts,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Default)]
@@ -357,6 +591,7 @@ struct Shared {
     options: DbOptions,
     state: RwLock<State>,
     committer: Mutex<Committer>,
+    commit_queue: Mutex<CommitQueue>,
     /// Begin timestamps of running transactions (timestamp → count).
     active: Mutex<BTreeMap<Ts, usize>>,
     published: AtomicU64,
@@ -491,6 +726,7 @@ impl Database {
             options,
             state: RwLock::new(state),
             committer: Mutex::new(Committer::default()),
+            commit_queue: Mutex::new(CommitQueue::default()),
             active: Mutex::new(BTreeMap::new()),
             published: AtomicU64::new(published.0),
             next_table: AtomicU32::new(max_table + 1),
@@ -546,76 +782,79 @@ impl Database {
         result
     }
 
+    /// Hands the transaction to the committer and waits for its outcome.
+    ///
+    /// Committing threads combine their work instead of queueing on a
+    /// lock. Each queues its transaction; the first to find no leader
+    /// leads: it validates, applies and appends every queued transaction as
+    /// one log group under one hold of the committer lock, and repeats
+    /// while more queue up (handing leadership on after [`LEAD_ROUNDS`]).
+    /// The log writer publishes each group once it is durable and wakes its
+    /// threads, so a thread sleeps about once per commit and none waits on
+    /// a lock held across an `fdatasync`.
     fn commit_inner(&self, tx: &mut Transaction<'_>) -> Result<Ts, DbError> {
         let shared = &*self.shared;
         if tx.writes.is_empty() {
             return Ok(tx.begin_ts());
         }
-        let (ticket, new_indexes) = {
-            let mut committer = shared.committer.lock().unwrap_or_else(|p| p.into_inner());
-            // Validate against every commit after our snapshot.
-            for c in committer.window.iter().filter(|c| c.ts > tx.begin_ts()) {
-                for w in c.keys.iter() {
-                    if tx
-                        .reads
-                        .iter()
-                        .any(|(ix, iv)| *ix == w.index && iv.contains(&w.key))
-                    {
-                        let table = shared.read_state().catalog.table_name(w.id.table);
-                        return Err(DbError::Conflict {
-                            table,
-                            id: w.id.encode(),
-                            ts: c.ts,
-                        });
-                    }
-                }
-            }
-            pause::point("commit:validated");
-            let writes: Vec<(DocumentId, Option<Doc>)> =
-                std::mem::take(&mut tx.writes).into_iter().collect();
-            let log_writes: Vec<DocumentWrite> = writes
-                .iter()
-                .map(|(id, d)| DocumentWrite {
-                    id: *id,
-                    document: d.as_ref().map(|d| (**d).clone()),
-                })
-                .collect();
-            let ts = shared.log.next_ts();
-            let ticket = shared.log.append_at(ts, &log_writes)?;
-            pause::point("commit:appended");
-            let applied = {
-                let mut state = shared.state.write().unwrap_or_else(|p| p.into_inner());
-                apply(&mut state, ts, &writes)?
-            };
-            pause::point("commit:applied");
-            let keys: Arc<[WrittenKey]> = applied.keys.into();
-            committer.window.push_back(CommittedWrites {
-                ts,
-                keys: Arc::clone(&keys),
-            });
-            shared
-                .gc
+        let request = CommitRequest {
+            begin_ts: tx.begin_ts(),
+            reads: std::mem::take(&mut tx.reads),
+            writes: std::mem::take(&mut tx.writes).into_iter().collect(),
+        };
+        let waiter = Arc::new(Waiter {
+            outcome: Mutex::new(None),
+            thread: std::thread::current(),
+        });
+        let lead = {
+            let mut q = shared.lock_commit_queue();
+            q.pending.push((request, Arc::clone(&waiter)));
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if lead {
+            self.lead();
+        }
+        pause::point("commit:queued");
+        loop {
+            let outcome = waiter
+                .outcome
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .queue
-                .push_back(CommittedWrites { ts, keys });
-            // Drop what no running transaction can conflict with.
-            let oldest = shared.oldest_active().unwrap_or(shared.snapshot_ts());
-            while committer.window.front().is_some_and(|c| c.ts <= oldest) {
-                committer.window.pop_front();
+                .take();
+            match outcome {
+                Some(Outcome::Done(result)) => return result,
+                Some(Outcome::Committed(ts, relay)) => {
+                    relay.wake(RELAY_FANOUT);
+                    return Ok(ts);
+                }
+                Some(Outcome::Lead) => self.lead(),
+                None => std::thread::park(),
             }
-            (ticket, applied.new_indexes)
-        };
-        pause::point("commit:queued");
-        let ts = ticket.wait()?;
-        pause::point("commit:durable");
-        // Batches become durable in order, so everything up to `ts` is.
-        shared.published.fetch_max(ts.0, Ordering::AcqRel);
-        pause::point("commit:published");
-        for ix in new_indexes {
-            backfill::spawn(&self.shared, ix)?;
         }
-        Ok(ts)
+    }
+
+    /// Leads the committer: commits queued transactions, a group per
+    /// round, until none are left (leadership lapses) or [`LEAD_ROUNDS`]
+    /// have passed (leadership goes to a waiting thread).
+    fn lead(&self) {
+        let shared = &self.shared;
+        for round in 0.. {
+            let batch = {
+                let mut q = shared.lock_commit_queue();
+                if q.pending.is_empty() {
+                    q.leading = false;
+                    return;
+                }
+                if round == LEAD_ROUNDS {
+                    let heir = Arc::clone(&q.pending[0].1);
+                    drop(q);
+                    heir.complete(Outcome::Lead);
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            commit_group(shared, batch);
+        }
     }
 
     /// The names of the user tables that exist at the newest snapshot.
@@ -718,6 +957,10 @@ impl Shared {
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_commit_queue(&self) -> std::sync::MutexGuard<'_, CommitQueue> {
+        self.commit_queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {

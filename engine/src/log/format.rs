@@ -328,8 +328,11 @@ pub struct CommitRecord {
     pub writes: Vec<DocumentWrite>,
 }
 
-/// Encodes a commit body.
-pub fn encode_commit(writes: &[DocumentWrite]) -> Vec<u8> {
+/// Encodes a commit body from borrowed documents (`None`: a delete), so a
+/// committer need not copy its documents into [`DocumentWrite`]s.
+pub fn encode_commit_refs<'a>(
+    writes: impl ExactSizeIterator<Item = (DocumentId, Option<&'a Object>)>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + writes.len() * 64);
     out.extend_from_slice(
         &u32::try_from(writes.len())
@@ -337,8 +340,8 @@ pub fn encode_commit(writes: &[DocumentWrite]) -> Vec<u8> {
             .to_le_bytes(),
     );
     let mut doc = Vec::new();
-    for w in writes {
-        let op = if w.document.is_some() {
+    for (id, document) in writes {
+        let op = if document.is_some() {
             OP_PUT
         } else {
             OP_DELETE
@@ -346,10 +349,10 @@ pub fn encode_commit(writes: &[DocumentWrite]) -> Vec<u8> {
         out.push(op);
         let len_at = out.len();
         out.push(0);
-        w.id.write_bytes(&mut out);
+        id.write_bytes(&mut out);
         let id_len = out.len() - len_at - 1;
         out[len_at] = u8::try_from(id_len).expect("ids are at most 23 bytes");
-        if let Some(d) = &w.document {
+        if let Some(d) = document {
             doc.clear();
             value::binary::encode_object(d, &mut doc);
             out.extend_from_slice(
@@ -501,7 +504,7 @@ mod tests {
             },
             DocumentWrite { id, document: None },
         ];
-        let raw = encode_commit(&writes);
+        let raw = encode_commit_refs(writes.iter().map(|w| (w.id, w.document.as_ref())));
         let rec = decode_commit(Ts(42), &raw).unwrap();
         assert_eq!(rec, CommitRecord { ts: Ts(42), writes });
         for cut in 0..raw.len() {

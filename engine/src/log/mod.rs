@@ -32,15 +32,17 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 pub use format::{
-    CommitRecord, DocumentWrite, FrameHeader, FrameKind, PreparedFrame, SegmentHeader,
-    FRAME_BODY_MAX, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
+    encode_commit_refs, CommitRecord, DocumentWrite, FrameHeader, FrameKind, PreparedFrame,
+    SegmentHeader, FRAME_BODY_MAX, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 pub use io::{IoChoice, PwriteWriter, SyncWriter, UringWriter};
 pub use scan::{scan_log, Check, FrameInfo, RecordView, ScannedLog, ScannedSegment, SegmentEnd};
 pub use segment::{list_segments, segment_file_name, segment_path};
 
 use crate::dir::{sync_dir, DataDir};
+use crate::id::DocumentId;
 use crate::ts::{Ts, TsClock};
+use crate::value::Object;
 
 /// Errors of the log.
 #[derive(Debug, thiserror::Error)]
@@ -164,10 +166,79 @@ impl AppendTicket {
     }
 }
 
+/// Called by the log writer once a group is durable (with its last
+/// timestamp) or has failed. It runs on the writer thread before the next
+/// batch is written, so it must be quick.
+pub type OnDurable = Box<dyn FnOnce(Result<Ts, LogError>) + Send>;
+
+/// Who learns that a record is durable.
+enum DoneKind {
+    /// A caller waiting on an [`AppendTicket`].
+    Ticket(oneshot::Sender<Result<Ts, LogError>>),
+    /// The group's callback.
+    Call(OnDurable),
+}
+
+/// A record's [`DoneKind`], told `Closed` if dropped untold (a writer
+/// that died), so no callback is ever lost.
+struct Done(Option<DoneKind>);
+
+impl Done {
+    fn finish(mut self, result: Result<Ts, LogError>) {
+        if let Some(kind) = self.0.take() {
+            match kind {
+                DoneKind::Ticket(tx) => {
+                    let _ = tx.send(result);
+                }
+                DoneKind::Call(f) => f(result),
+            }
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Done(self.0.take()).finish(Err(LogError::Closed));
+        }
+    }
+}
+
 struct Pending {
     ts: Ts,
     frame: PreparedFrame,
-    done: oneshot::Sender<Result<Ts, LogError>>,
+    /// `None` for all but the last record of a group.
+    done: Option<Done>,
+}
+
+/// A commit record encoded and framed, ready for [`Log::append_group_at`].
+#[derive(Debug)]
+pub struct PreparedRecord {
+    frame: PreparedFrame,
+}
+
+impl PreparedRecord {
+    /// Encodes one transaction's writes (`None`: a delete); fails when the
+    /// record exceeds the log's record limit.
+    pub fn new<'a>(
+        writes: impl ExactSizeIterator<Item = (DocumentId, Option<&'a Object>)>,
+    ) -> Result<PreparedRecord, LogError> {
+        let raw = format::encode_commit_refs(writes);
+        if raw.len() > FRAME_BODY_MAX {
+            return Err(LogError::RecordTooLarge {
+                size: raw.len(),
+                max: FRAME_BODY_MAX,
+            });
+        }
+        Ok(PreparedRecord {
+            frame: PreparedFrame::new(FrameKind::Commit, raw),
+        })
+    }
+
+    /// Bytes the record takes in the log.
+    pub fn encoded_len(&self) -> usize {
+        self.frame.encoded_len()
+    }
 }
 
 enum WriterState {
@@ -354,17 +425,50 @@ impl Log {
         self.shared.clock.next()
     }
 
-    fn enqueue(&self, ts: Option<Ts>, writes: &[DocumentWrite]) -> Result<AppendTicket, LogError> {
-        let raw = format::encode_commit(writes);
-        if raw.len() > FRAME_BODY_MAX {
-            return Err(LogError::RecordTooLarge {
-                size: raw.len(),
-                max: FRAME_BODY_MAX,
+    /// Queues several records at once, at the given strictly increasing
+    /// timestamps (each greater than every one handed out before), and
+    /// calls `on_durable` on the writer thread once the last is durable.
+    /// Records become durable in timestamp order, so by then the whole
+    /// group is. If queueing fails, `on_durable` is dropped uncalled.
+    /// Panics on an empty group.
+    pub fn append_group_at(
+        &self,
+        records: Vec<(Ts, PreparedRecord)>,
+        on_durable: OnDurable,
+    ) -> Result<(), LogError> {
+        let last = records.last().expect("a group holds at least one record").0;
+        let len: usize = records.iter().map(|(_, r)| r.encoded_len()).sum();
+        let mut q = self.wait_for_room(len)?;
+        let mut prev = q.last_queued_ts;
+        for (ts, _) in &records {
+            if *ts <= prev {
+                return Err(LogError::StaleTimestamp {
+                    ts: *ts,
+                    last: prev,
+                });
+            }
+            prev = *ts;
+        }
+        self.shared.clock.observe(last);
+        q.last_queued_ts = last;
+        q.bytes += len;
+        let n = records.len();
+        let mut done = Some(Done(Some(DoneKind::Call(on_durable))));
+        for (i, (ts, r)) in records.into_iter().enumerate() {
+            q.entries.push_back(Pending {
+                ts,
+                frame: r.frame,
+                done: if i + 1 == n { done.take() } else { None },
             });
         }
-        let frame = PreparedFrame::new(FrameKind::Commit, raw);
-        let (tx, rx) = oneshot::channel();
-        let len = frame.encoded_len();
+        drop(q);
+        self.shared.not_empty.notify_one();
+        Ok(())
+    }
+
+    /// Locks the queue once it has room for `len` more bytes (an empty
+    /// queue always has room), or fails if the writer stopped.
+    fn wait_for_room(&self, len: usize) -> Result<MutexGuard<'_, Queue>, LogError> {
         let mut q = self.shared.lock();
         loop {
             match &q.state {
@@ -373,7 +477,7 @@ impl Log {
                 WriterState::Closing => return Err(LogError::Closed),
             }
             if q.entries.is_empty() || q.bytes + len <= self.shared.queue_bytes_max {
-                break;
+                return Ok(q);
             }
             q = self
                 .shared
@@ -381,6 +485,14 @@ impl Log {
                 .wait(q)
                 .unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    fn enqueue(&self, ts: Option<Ts>, writes: &[DocumentWrite]) -> Result<AppendTicket, LogError> {
+        let record = PreparedRecord::new(writes.iter().map(|w| (w.id, w.document.as_ref())))?;
+        let frame = record.frame;
+        let (tx, rx) = oneshot::channel();
+        let len = frame.encoded_len();
+        let mut q = self.wait_for_room(len)?;
         // Timestamps are fixed under the queue lock, so queue order (and
         // so log order) is timestamp order.
         let ts = match ts {
@@ -401,7 +513,7 @@ impl Log {
         q.entries.push_back(Pending {
             ts,
             frame,
-            done: tx,
+            done: Some(Done(Some(DoneKind::Ticket(tx)))),
         });
         drop(q);
         self.shared.not_empty.notify_one();
@@ -411,6 +523,11 @@ impl Log {
     /// Appends and waits until durable; returns the commit timestamp.
     pub fn commit(&self, writes: &[DocumentWrite]) -> Result<Ts, LogError> {
         self.append(writes)?.wait()
+    }
+
+    /// The writer thread's id (it runs [`OnDurable`] callbacks).
+    pub fn writer_thread_id(&self) -> Option<std::thread::ThreadId> {
+        self.writer.as_ref().map(|w| w.thread().id())
     }
 
     /// The I/O path in use: "io_uring" or "pwrite".
@@ -588,7 +705,9 @@ impl Writer {
         c.bytes.fetch_add(need, Ordering::Relaxed);
         self.active.offset += need;
         for p in batch.drain(..) {
-            let _ = p.done.send(Ok(p.ts));
+            if let Some(done) = p.done {
+                done.finish(Ok(p.ts));
+            }
         }
         Ok(())
     }
@@ -659,7 +778,9 @@ impl Writer {
         };
         self.shared.not_full.notify_all();
         for p in batch.drain(..).chain(queued) {
-            let _ = p.done.send(Err(LogError::Poisoned(why.clone())));
+            if let Some(done) = p.done {
+                done.finish(Err(LogError::Poisoned(why.clone())));
+            }
         }
     }
 }
