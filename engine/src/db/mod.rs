@@ -256,7 +256,7 @@ impl Catalog {
     ) -> IndexId {
         self.next_index += 1;
         let id = IndexId(self.next_index);
-        store.add_index(id);
+        store.add_index(id, name == BY_ID);
         self.indexes.entry(table).or_default().insert(
             name.to_string(),
             IndexDef {

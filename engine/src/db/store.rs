@@ -47,9 +47,52 @@ pub struct IndexId(pub u32);
 
 /// The versions of one key, oldest first.
 #[derive(Clone, Debug, Default)]
-pub struct Versions(Vec<(Ts, Option<Doc>)>);
+pub struct Versions(Chain);
+
+/// A chain kept inline while it has one version (nearly every key: a
+/// document written once, or a chain GC has settled), so reading it costs
+/// no pointer chase.
+#[derive(Clone, Debug, Default)]
+enum Chain {
+    #[default]
+    Empty,
+    One([(Ts, Option<Doc>); 1]),
+    Many(Vec<(Ts, Option<Doc>)>),
+}
 
 impl Versions {
+    fn as_slice(&self) -> &[(Ts, Option<Doc>)] {
+        match &self.0 {
+            Chain::Empty => &[],
+            Chain::One(one) => one,
+            Chain::Many(v) => v,
+        }
+    }
+
+    /// The chain as a vector, to change it.
+    fn as_vec(&mut self) -> &mut Vec<(Ts, Option<Doc>)> {
+        let v = match std::mem::take(&mut self.0) {
+            Chain::Empty => Vec::new(),
+            Chain::One([one]) => vec![one],
+            Chain::Many(v) => v,
+        };
+        self.0 = Chain::Many(v);
+        match &mut self.0 {
+            Chain::Many(v) => v,
+            _ => unreachable!("just set"),
+        }
+    }
+
+    /// Goes back inline when one version is left.
+    fn settle(&mut self) {
+        if let Chain::Many(v) = &mut self.0 {
+            if v.len() == 1 {
+                let one = v.pop().expect("one version");
+                self.0 = Chain::One([one]);
+            }
+        }
+    }
+
     /// The newest version at or before `ts`: `Some(None)` is a tombstone,
     /// `None` means the key did not exist yet.
     pub fn at(&self, ts: Ts) -> Option<&Option<Doc>> {
@@ -58,31 +101,41 @@ impl Versions {
 
     /// Like [`Versions::at`], with the version's timestamp.
     pub fn version_at(&self, ts: Ts) -> Option<&(Ts, Option<Doc>)> {
-        let i = self.0.partition_point(|(t, _)| *t <= ts);
-        i.checked_sub(1).map(|i| &self.0[i])
+        let chain = self.as_slice();
+        let i = chain.partition_point(|(t, _)| *t <= ts);
+        i.checked_sub(1).map(|i| &chain[i])
     }
 
     /// The newest version of all.
     pub fn latest(&self) -> Option<&Option<Doc>> {
-        self.0.last().map(|(_, d)| d)
+        self.as_slice().last().map(|(_, d)| d)
     }
 
     fn push(&mut self, ts: Ts, doc: Option<Doc>) {
         assert!(
-            self.0.last().is_none_or(|(t, _)| *t < ts),
+            self.as_slice().last().is_none_or(|(t, _)| *t < ts),
             "versions must be added in timestamp order"
         );
-        self.0.push((ts, doc));
+        if matches!(self.0, Chain::Empty) {
+            self.0 = Chain::One([(ts, doc)]);
+        } else {
+            self.as_vec().push((ts, doc));
+        }
     }
 
     /// Adds a version in its place by timestamp; a version already present
     /// at `ts` wins (a backfill never overrides what a commit wrote).
     fn insert_sorted(&mut self, ts: Ts, doc: Option<Doc>) {
-        let i = self.0.partition_point(|(t, _)| *t < ts);
-        if self.0.get(i).is_some_and(|(t, _)| *t == ts) {
+        let chain = self.as_slice();
+        let i = chain.partition_point(|(t, _)| *t < ts);
+        if chain.get(i).is_some_and(|(t, _)| *t == ts) {
             return;
         }
-        self.0.insert(i, (ts, doc));
+        if matches!(self.0, Chain::Empty) {
+            self.0 = Chain::One([(ts, doc)]);
+        } else {
+            self.as_vec().insert(i, (ts, doc));
+        }
     }
 
     /// Drops the versions no read at or after `horizon` needs: all but the
@@ -90,20 +143,23 @@ impl Versions {
     /// last (nothing newer exists), so the whole chain may go when a base
     /// covers it.
     fn prune(&mut self, horizon: Ts) -> bool {
-        let i = self.0.partition_point(|(t, _)| *t <= horizon);
+        let i = self.as_slice().partition_point(|(t, _)| *t <= horizon);
         if i == 0 {
             return false;
         }
-        self.0.drain(..i - 1);
-        self.0.len() == 1
+        if i > 1 {
+            self.as_vec().drain(..i - 1);
+            self.settle();
+        }
+        self.len() == 1
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_slice().is_empty()
     }
 }
 
@@ -233,6 +289,13 @@ impl PartialEq for Key {
 
 impl Eq for Key {}
 
+// Hashes as its bytes, as `Borrow<[u8]>` requires.
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
 impl PartialOrd for Key {
     fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
@@ -254,10 +317,40 @@ impl std::fmt::Debug for Key {
 #[derive(Debug, Default)]
 struct IndexStore {
     mem: BTreeMap<Key, Versions>,
+    /// For indexes read by point lookups (`by_id`): a copy of `mem`
+    /// (same keys, same chains) in a hash map, so a lookup among millions
+    /// of keys costs a cache miss or two instead of a tree walk. Every
+    /// change to `mem` goes through [`IndexStore::sync_point`].
+    point: Option<HashMap<Key, Versions>>,
     base: Option<Arc<Base>>,
 }
 
 impl IndexStore {
+    /// Makes the point map agree with `mem` for `key`.
+    fn sync_point(&mut self, key: &[u8]) {
+        if let Some(point) = &mut self.point {
+            match self.mem.get(key) {
+                Some(v) => match point.get_mut(key) {
+                    Some(p) => p.clone_from(v),
+                    None => {
+                        point.insert(Key::from(key.to_vec()), v.clone());
+                    }
+                },
+                None => {
+                    point.remove(key);
+                }
+            }
+        }
+    }
+
+    /// The chain of `key` in memory, if any.
+    fn chain(&self, key: &[u8]) -> Option<&Versions> {
+        match &self.point {
+            Some(point) => point.get(key),
+            None => self.mem.get(key),
+        }
+    }
+
     fn base_get(&self, key: &[u8]) -> Result<Option<(Ts, Doc)>, CheckpointError> {
         let Some(base) = &self.base else {
             return Ok(None);
@@ -281,14 +374,20 @@ impl Store {
         let Some(ix) = self.indexes.get(&index) else {
             return Ok(None);
         };
-        if let Some(v) = ix.mem.get(key) {
+        if let Some(v) = ix.chain(key) {
             return Ok(v.at(ts).cloned().flatten());
         }
         Ok(ix.base_get(key)?.and_then(|(t, d)| (t <= ts).then_some(d)))
     }
 
-    pub fn add_index(&mut self, index: IndexId) {
-        self.indexes.entry(index).or_default();
+    /// Adds an empty index; `point_lookups` keeps a hash map of its
+    /// chains beside the ordered one, for indexes mostly read by key.
+    pub fn add_index(&mut self, index: IndexId, point_lookups: bool) {
+        let ix = self.indexes.entry(index).or_default();
+        if point_lookups && ix.point.is_none() {
+            let point = ix.mem.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            ix.point = Some(point);
+        }
     }
 
     pub fn drop_index(&mut self, index: IndexId) {
@@ -397,6 +496,7 @@ impl Store {
             .expect("entries go to indexes that exist");
         if let Some(v) = ix.mem.get_mut(key.as_slice()) {
             v.push(ts, doc);
+            ix.sync_point(&key);
             return Ok(());
         }
         let mut v = Versions::default();
@@ -404,6 +504,9 @@ impl Store {
             v.push(t, Some(d));
         }
         v.push(ts, doc);
+        if let Some(point) = &mut ix.point {
+            point.insert(Key::from(key.clone()), v.clone());
+        }
         ix.mem.insert(Key::from(key), v);
         Ok(())
     }
@@ -422,8 +525,9 @@ impl Store {
             .expect("entries go to indexes that exist");
         let mut v = Versions::default();
         v.push(ts, Some(doc));
-        let previous = ix.mem.insert(Key::from(key), v);
+        let previous = ix.mem.insert(Key::from(key.clone()), v);
         assert!(previous.is_none(), "a loaded key had a chain already");
+        ix.sync_point(&key);
     }
 
     /// Adds a version in timestamp order among the key's versions (for a
@@ -435,9 +539,10 @@ impl Store {
         };
         debug_assert!(ix.base.is_none(), "backfilled indexes have no base");
         ix.mem
-            .entry(Key::from(key))
+            .entry(Key::from(key.clone()))
             .or_default()
             .insert_sorted(ts, Some(doc));
+        ix.sync_point(&key);
     }
 
     /// Drops the versions of `key` that no read at or after `horizon`
@@ -452,7 +557,8 @@ impl Store {
         let Some(v) = ix.mem.get_mut(key) else {
             return Pruned::Kept;
         };
-        if !v.prune(horizon) {
+        let settled = v.prune(horizon);
+        let pruned = if !settled {
             Pruned::Kept
         } else if key.len() > KEY_LEN_MAX {
             if matches!(v.latest(), Some(None)) {
@@ -466,7 +572,9 @@ impl Store {
             Pruned::Dropped
         } else {
             Pruned::Uncovered
-        }
+        };
+        ix.sync_point(key);
+        pruned
     }
 
     pub fn has_index(&self, index: IndexId) -> bool {

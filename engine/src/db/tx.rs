@@ -160,8 +160,10 @@ impl Transaction<'_> {
     /// Reads a document by id. Reading a missing id is recorded too.
     pub fn get(&mut self, id: DocumentId) -> Result<Option<Doc>, DbError> {
         let key = id_key(&id);
-        let index = self.shared().read_state().catalog.by_id(id.table);
+        let state = self.shared().read_state();
+        let index = state.catalog.by_id(id.table);
         let Some(ix) = index else {
+            drop(state);
             // No such table (yet): a creation of it is recorded through
             // the catalog read below.
             let name = self.table_name(id.table);
@@ -171,14 +173,12 @@ impl Transaction<'_> {
             return Ok(self.writes.get(&id).cloned().flatten());
         };
         if let Some(w) = self.writes.get(&id) {
+            drop(state);
             self.reads.push((ix, KeyInterval::point(key)));
             return Ok(w.clone());
         }
-        let doc = self
-            .shared()
-            .read_state()
-            .store
-            .get(ix, &key, self.begin_ts)?;
+        let doc = state.store.get(ix, &key, self.begin_ts)?;
+        drop(state);
         self.reads.push((ix, KeyInterval::point(key)));
         if let Some(d) = &doc {
             self.count_read(d)?;
