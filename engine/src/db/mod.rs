@@ -339,6 +339,8 @@ struct CommitRequest {
     begin_ts: Ts,
     reads: Vec<(IndexId, KeyInterval)>,
     writes: Vec<(DocumentId, Option<Doc>)>,
+    /// The log record of `writes`.
+    record: PreparedRecord,
 }
 
 /// Threads each woken thread of a durable group wakes in turn.
@@ -409,49 +411,40 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
     let mut committer = shared.committer.lock().unwrap_or_else(|p| p.into_inner());
     let mut records = Vec::with_capacity(batch.len());
     let mut written = Vec::with_capacity(batch.len());
-    {
-        let mut state = shared.write_state();
-        for (request, waiter) in batch {
-            if let Some(why) = committer.broken.clone() {
-                waiter.complete(Outcome::Done(Err(DbError::Broken(why))));
-                continue;
-            }
-            if let Err(e) = validate(&state, &committer.window, &request) {
+    for (request, waiter) in batch {
+        if let Some(why) = committer.broken.clone() {
+            waiter.complete(Outcome::Done(Err(DbError::Broken(why))));
+            continue;
+        }
+        if let Err(e) = validate(shared, &committer.window, &request) {
+            waiter.complete(Outcome::Done(Err(e)));
+            continue;
+        }
+        let ts = shared.log.next_ts();
+        // The state lock is taken per commit, briefly, so readers seldom
+        // wait for it.
+        let applied = apply(&mut shared.write_state(), ts, &request.writes);
+        let applied = match applied {
+            Ok(a) => a,
+            Err(e) => {
+                // Part of the commit may be in the store at `ts`: no later
+                // timestamp may ever be published.
+                let why = format!("applying the commit at {ts} failed: {e}");
+                tracing::error!("{why}; refusing further commits");
+                committer.broken = Some(why);
                 waiter.complete(Outcome::Done(Err(e)));
                 continue;
             }
-            let record =
-                match PreparedRecord::new(request.writes.iter().map(|(id, d)| (*id, d.as_deref())))
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        waiter.complete(Outcome::Done(Err(e.into())));
-                        continue;
-                    }
-                };
-            let ts = shared.log.next_ts();
-            let applied = match apply(&mut state, ts, &request.writes) {
-                Ok(a) => a,
-                Err(e) => {
-                    // Part of the commit may be in the store at `ts`: no
-                    // later timestamp may ever be published.
-                    let why = format!("applying the commit at {ts} failed: {e}");
-                    tracing::error!("{why}; refusing further commits");
-                    committer.broken = Some(why);
-                    waiter.complete(Outcome::Done(Err(e)));
-                    continue;
-                }
-            };
-            let keys: Arc<[WrittenKey]> = applied.keys.into();
-            committer.window.push_back(CommittedWrites {
-                ts,
-                keys: Arc::clone(&keys),
-            });
-            written.push(CommittedWrites { ts, keys });
-            records.push((ts, record));
-            new_indexes.extend(applied.new_indexes);
-            committed.push((waiter, ts));
-        }
+        };
+        let keys: Arc<[WrittenKey]> = applied.keys.into();
+        committer.window.push_back(CommittedWrites {
+            ts,
+            keys: Arc::clone(&keys),
+        });
+        written.push(CommittedWrites { ts, keys });
+        records.push((ts, request.record));
+        new_indexes.extend(applied.new_indexes);
+        committed.push((waiter, ts));
     }
     // The state lock is released, so readers can look while a test holds
     // the committer here.
@@ -532,7 +525,7 @@ fn finish_group(
 /// Checks a transaction's read set against every commit after its
 /// snapshot (invariant 3).
 fn validate(
-    state: &State,
+    shared: &Shared,
     window: &VecDeque<CommittedWrites>,
     request: &CommitRequest,
 ) -> Result<(), DbError> {
@@ -546,7 +539,7 @@ fn validate(
                 .iter()
                 .any(|(ix, iv)| *ix == w.index && iv.contains(&w.key))
             {
-                let table = state.catalog.table_name(w.id.table);
+                let table = shared.read_state().catalog.table_name(w.id.table);
                 return Err(DbError::Conflict {
                     table,
                     id: w.id.encode(),
@@ -797,10 +790,16 @@ impl Database {
         if tx.writes.is_empty() {
             return Ok(tx.begin_ts());
         }
+        let writes: Vec<(DocumentId, Option<Doc>)> =
+            std::mem::take(&mut tx.writes).into_iter().collect();
+        // Encoded here, in parallel with other committing threads, so the
+        // leader only appends it.
+        let record = PreparedRecord::new(writes.iter().map(|(id, d)| (*id, d.as_deref())))?;
         let request = CommitRequest {
             begin_ts: tx.begin_ts(),
             reads: std::mem::take(&mut tx.reads),
-            writes: std::mem::take(&mut tx.writes).into_iter().collect(),
+            writes,
+            record,
         };
         let waiter = Arc::new(Waiter {
             outcome: Mutex::new(None),
