@@ -13,6 +13,7 @@ pub mod exec;
 pub mod id;
 pub mod log;
 pub mod query;
+pub mod subs;
 mod sys;
 pub mod ts;
 pub mod value;
