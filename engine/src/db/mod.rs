@@ -37,7 +37,7 @@ pub mod verify;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,7 @@ use crate::checkpoint::CheckpointError;
 use crate::dir::DataDir;
 use crate::id::{DocumentId, TableNumber};
 use crate::log::{scan_log, Check, Log, LogError, LogOptions, PreparedRecord};
+use crate::subs::{Invalidations, ManagerOptions, SubscriptionId, SubscriptionManager};
 use crate::ts::Ts;
 use crate::value::{Object, Value, ValueError};
 
@@ -453,7 +454,14 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
     if !records.is_empty() {
         let on_durable = {
             let shared = Arc::clone(shared);
-            Box::new(move |durable| finish_group(&shared, committed, new_indexes, durable))
+            let written: Vec<CommittedWrites> = written
+                .iter()
+                .map(|c| CommittedWrites {
+                    ts: c.ts,
+                    keys: Arc::clone(&c.keys),
+                })
+                .collect();
+            Box::new(move |durable| finish_group(&shared, committed, written, new_indexes, durable))
         };
         match shared.log.append_group_at(records, on_durable) {
             Ok(()) => {
@@ -487,6 +495,7 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
 fn finish_group(
     shared: &Arc<Shared>,
     committed: Vec<(Arc<Waiter>, Ts)>,
+    written: Vec<CommittedWrites>,
     new_indexes: Vec<IndexId>,
     durable: Result<Ts, LogError>,
 ) {
@@ -495,6 +504,15 @@ fn finish_group(
             pause::point("commit:durable");
             shared.published.fetch_max(last.0, Ordering::AcqRel);
             pause::point("commit:published");
+            // Subscriptions hear of commits only once they are published,
+            // in order (groups finish in timestamp order, on this thread).
+            if let Some(feed) = &*shared
+                .subscription_feed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+            {
+                let _ = feed.send(written);
+            }
             for ix in new_indexes {
                 if let Err(e) = backfill::spawn(shared, ix) {
                     tracing::error!("could not start backfilling index {ix:?}: {e}");
@@ -604,12 +622,20 @@ struct Shared {
     backfill_done: Condvar,
     backfill_lock: Mutex<()>,
     stop: AtomicBool,
+    /// Live queries' read sets; told of every published commit in order.
+    subscriptions: Arc<SubscriptionManager>,
+    /// The receiving side of `subscriptions`, until someone takes it.
+    invalidations: Mutex<Option<Invalidations>>,
+    /// Feeds published commits, in order, to the subscription thread
+    /// (`None` once the database is closing).
+    subscription_feed: Mutex<Option<mpsc::Sender<Vec<CommittedWrites>>>>,
 }
 
 /// The open database.
 pub struct Database {
     shared: Arc<Shared>,
     maintenance: Option<JoinHandle<()>>,
+    subscriber: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -625,6 +651,18 @@ impl Drop for Database {
         self.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.maintenance.take() {
             t.thread().unpark();
+            let _ = t.join();
+        }
+        // No commit runs any more (they borrow the database): close the
+        // feed and let the subscription thread finish what it was fed.
+        drop(
+            self.shared
+                .subscription_feed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        if let Some(t) = self.subscriber.take() {
             let _ = t.join();
         }
         // Backfill threads stop at their next chunk; wait for them so no
@@ -713,6 +751,27 @@ impl Database {
         }
         let published = last;
         let log_bytes = log.counts().bytes;
+        let (subscriptions, invalidations) = SubscriptionManager::new(ManagerOptions {
+            start_ts: published,
+            ..ManagerOptions::default()
+        });
+        let subscriptions = Arc::new(subscriptions);
+        let (feed, fed) = mpsc::channel::<Vec<CommittedWrites>>();
+        let subscriber = {
+            let manager = Arc::clone(&subscriptions);
+            std::thread::Builder::new()
+                .name("db-subscriptions".into())
+                .spawn(move || {
+                    // Commits arrive in timestamp order, after they are
+                    // published; the loop ends when the feed is dropped.
+                    while let Ok(commits) = fed.recv() {
+                        for c in commits {
+                            manager.on_commit(c.ts, c.keys.iter().map(|k| (k.index, &k.key[..])));
+                        }
+                    }
+                })
+                .map_err(|e| DbError::io("starting the subscription thread".into(), e))?
+        };
         let shared = Arc::new(Shared {
             data_dir: dir.path().to_path_buf(),
             log,
@@ -733,6 +792,9 @@ impl Database {
             backfill_done: Condvar::new(),
             backfill_lock: Mutex::new(()),
             stop: AtomicBool::new(false),
+            subscriptions: Arc::clone(&subscriptions),
+            invalidations: Mutex::new(Some(invalidations)),
+            subscription_feed: Mutex::new(Some(feed)),
         });
         checkpoint::remove_unreferenced(dir.path(), loaded.as_ref().map(|l| &l.manifest))?;
         let bg = Arc::clone(&shared);
@@ -743,6 +805,7 @@ impl Database {
         Ok(Database {
             shared,
             maintenance: Some(maintenance),
+            subscriber: Some(subscriber),
         })
     }
 
@@ -854,6 +917,31 @@ impl Database {
             };
             commit_group(shared, batch);
         }
+    }
+
+    /// The subscription manager: every published commit is checked
+    /// against its subscriptions, in commit order.
+    pub fn subscriptions(&self) -> &SubscriptionManager {
+        &self.shared.subscriptions
+    }
+
+    /// The receiving side of [`Database::subscriptions`]' reports; `None`
+    /// once taken (there is one receiver).
+    pub fn take_invalidations(&self) -> Option<Invalidations> {
+        self.shared
+            .invalidations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Subscribes to what `tx` has read so far, at its snapshot: the
+    /// subscription is reported once a later commit writes into its read
+    /// set (also one published before this call).
+    pub fn subscribe(&self, tx: &Transaction<'_>) -> SubscriptionId {
+        self.shared
+            .subscriptions
+            .subscribe(tx.read_set().to_vec(), tx.begin_ts())
     }
 
     /// The names of the user tables that exist at the newest snapshot.
