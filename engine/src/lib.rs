@@ -1,6 +1,8 @@
 //! The storage engine: the Convex value model and document ids, the
-//! append-only transaction log (the source of truth), and (in later layers)
-//! the multiversion index, transactions and subscriptions.
+//! append-only transaction log (the source of truth), the database over it
+//! (multiversion indexes, checkpoints, transactions with OCC, queries) and
+//! the subscription manager that tells which live queries a commit
+//! invalidated.
 //!
 //! Invariant kept here: nothing acknowledged as committed is ever lost, and
 //! nothing is ever skipped silently when reading it back. All `unsafe` code
