@@ -394,6 +394,18 @@ pub fn filesystem_of(path: &Path) -> Option<String> {
         .map(|(_, fs)| fs)
 }
 
+/// The median of `xs` (the mean of the middle two for an even count); 0
+/// for none.
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

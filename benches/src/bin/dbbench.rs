@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use benches::{
-    drive_closed_loop, encoded_len, latency_histogram, quantile_nanos, random_document_id,
+    drive_closed_loop, encoded_len, latency_histogram, median, quantile_nanos, random_document_id,
     record_latency, sample_text, summarize, LatencySummary, Machine, PhaseResult,
 };
 use clap::{Parser, ValueEnum};
@@ -1425,16 +1425,6 @@ fn scan_phase(
         pass_seconds: secs,
         plan: None,
     })
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Our full scan in `by_creation_time` order: pages of [`SCAN_PAGE_DOCS`],

@@ -33,7 +33,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::{latency_histogram, quantile_nanos, record_latency, Machine};
+use benches::{latency_histogram, median, quantile_nanos, record_latency, Machine};
 use clap::Parser;
 use engine::db::{Database, DbError, DbOptions, FieldPath, IndexId};
 use engine::dir::DataDir;
@@ -747,16 +747,6 @@ fn insert_run(db: &Database, args: &Args) -> Result<f64, String> {
         return Err(format!("an insert failed: {e}"));
     }
     Ok(counted.load(Ordering::Relaxed) as f64 / measure.as_secs_f64())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn print_table(r: &Report) {

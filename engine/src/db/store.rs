@@ -495,8 +495,12 @@ impl Store {
             .get_mut(&index)
             .expect("entries go to indexes that exist");
         if let Some(v) = ix.mem.get_mut(key.as_slice()) {
+            // The point map holds the same chain: add the same version to
+            // it rather than copying the chain over (this is every update).
+            if let Some(p) = ix.point.as_mut().and_then(|m| m.get_mut(key.as_slice())) {
+                p.push(ts, doc.clone());
+            }
             v.push(ts, doc);
-            ix.sync_point(&key);
             return Ok(());
         }
         let mut v = Versions::default();
