@@ -1,0 +1,74 @@
+//! Runs user JavaScript and answers its syscalls.
+//!
+//! User code is the ESM bundles the official `convex` CLI pushes. It runs
+//! in V8 inside Deno worker processes (the `deno` npm package), each
+//! running the shim in `runtime/js/` and talking to this crate over its
+//! stdio with length-prefixed frames. The JavaScript calls
+//! `Convex.syscall` / `Convex.asyncSyscall`; the shim forwards each call
+//! here, and a [`SyscallHandler`] answers it (from the engine, for
+//! database syscalls).
+//!
+//! Invariant kept here: user code never touches storage, the network or
+//! the file system except through a syscall this crate answered.
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of a Convex function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UdfType {
+    Query,
+    Mutation,
+    Action,
+    HttpAction,
+}
+
+impl UdfType {
+    /// The name Convex uses in messages and analysis ("Query", ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UdfType::Query => "Query",
+            UdfType::Mutation => "Mutation",
+            UdfType::Action => "Action",
+            UdfType::HttpAction => "HttpAction",
+        }
+    }
+}
+
+/// A syscall that failed. Rejects the JavaScript promise (or throws) with
+/// `message`; with `data` (Convex JSON), JavaScript rebuilds a
+/// `ConvexError` carrying it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyscallError {
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+}
+
+impl SyscallError {
+    pub fn new(message: impl Into<String>) -> SyscallError {
+        SyscallError {
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+impl std::fmt::Display for SyscallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SyscallError {}
+
+/// Answers the syscalls of one function execution.
+pub trait SyscallHandler {
+    /// Answers `Convex.syscall(op, args)` (`is_async == false`) or
+    /// `Convex.asyncSyscall(op, args)` (`is_async == true`). `args` is the
+    /// parsed JSON the JavaScript sent; the result is the JSON it receives.
+    fn syscall(
+        &mut self,
+        op: &str,
+        args: serde_json::Value,
+        is_async: bool,
+    ) -> Result<serde_json::Value, SyscallError>;
+}
