@@ -66,6 +66,9 @@ pub const INDEXES_TABLE: &str = "_index";
 pub const INDEXES_TABLE_NUMBER: u32 = 2;
 /// The index of `_tables` by name.
 pub const BY_NAME: &str = "by_name";
+/// The first number of a named system table (`_modules`, ...), created
+/// on first insert like a user table; numbers below are the catalog's own.
+pub const FIRST_SYSTEM_TABLE_NUMBER: u32 = 512;
 
 /// Documents one transaction may read (scanned, not only returned).
 pub const READ_DOCUMENTS_MAX: usize = 16_384;
@@ -607,6 +610,8 @@ struct Shared {
     active: Mutex<BTreeMap<Ts, usize>>,
     published: AtomicU64,
     next_table: AtomicU32,
+    /// The number the next named system table gets.
+    next_system_table: AtomicU32,
     gc: Mutex<Gc>,
     /// The installed checkpoint's timestamp (0: none).
     checkpoint_ts: AtomicU64,
@@ -751,6 +756,14 @@ impl Database {
         }
         let published = last;
         let log_bytes = log.counts().bytes;
+        let max_system = state
+            .catalog
+            .table_names
+            .keys()
+            .map(|n| n.get())
+            .filter(|n| (FIRST_SYSTEM_TABLE_NUMBER..TableNumber::FIRST_USER.get()).contains(n))
+            .max()
+            .unwrap_or(FIRST_SYSTEM_TABLE_NUMBER - 1);
         let (subscriptions, invalidations) = SubscriptionManager::new(ManagerOptions {
             start_ts: published,
             ..ManagerOptions::default()
@@ -782,6 +795,7 @@ impl Database {
             active: Mutex::new(BTreeMap::new()),
             published: AtomicU64::new(published.0),
             next_table: AtomicU32::new(max_table + 1),
+            next_system_table: AtomicU32::new(max_system + 1),
             gc: Mutex::new(gc),
             checkpoint_ts: AtomicU64::new(checkpoint_ts.0),
             oldest_readable: AtomicU64::new(checkpoint_ts.0),

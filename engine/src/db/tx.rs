@@ -9,8 +9,9 @@ use std::sync::Arc;
 use super::keys::{check_index_name, check_table_name};
 use super::{
     parse_index_doc, prefix_key, Database, DbError, Doc, IndexDef, IndexId, KeyInterval, Order,
-    Shared, BY_CREATION_TIME, BY_NAME, CREATION_TIME_FIELD, ID_FIELD, INDEXES_TABLE_NUMBER,
-    READ_BYTES_MAX, READ_DOCUMENTS_MAX, TABLES_TABLE_NUMBER, WRITE_BYTES_MAX, WRITE_DOCUMENTS_MAX,
+    Shared, BY_CREATION_TIME, BY_NAME, CREATION_TIME_FIELD, FIRST_SYSTEM_TABLE_NUMBER, ID_FIELD,
+    INDEXES_TABLE, INDEXES_TABLE_NUMBER, READ_BYTES_MAX, READ_DOCUMENTS_MAX, TABLES_TABLE,
+    TABLES_TABLE_NUMBER, WRITE_BYTES_MAX, WRITE_DOCUMENTS_MAX,
 };
 use crate::id::{DocumentId, InternalId, TableNumber};
 use crate::query::FieldPath;
@@ -359,6 +360,33 @@ impl Transaction<'_> {
             return Err(DbError::SystemTableWrite);
         }
         check_table_name(table).map_err(DbError::InvalidTableName)?;
+        self.insert_into(table, fields, false)
+    }
+
+    /// Inserts a document into the named system table `table` (a name
+    /// starting with `_`, created on first insert with a number from
+    /// [`FIRST_SYSTEM_TABLE_NUMBER`]): the server's own records, such as
+    /// deployed modules, kept in the log like everything else. User code
+    /// never reaches this.
+    pub fn insert_system(&mut self, table: &str, fields: Object) -> Result<DocumentId, DbError> {
+        let rest = table.strip_prefix('_').ok_or_else(|| {
+            DbError::InvalidTableName(format!(
+                "System table name {table:?} must start with an underscore"
+            ))
+        })?;
+        check_table_name(rest).map_err(DbError::InvalidTableName)?;
+        if table == TABLES_TABLE || table == INDEXES_TABLE {
+            return Err(DbError::SystemTableWrite);
+        }
+        self.insert_into(table, fields, true)
+    }
+
+    fn insert_into(
+        &mut self,
+        table: &str,
+        fields: Object,
+        system: bool,
+    ) -> Result<DocumentId, DbError> {
         check_document(&fields)?;
         if let Some(f) = fields.keys().find(|k| k.starts_with('_')) {
             return Err(DbError::InvalidDocument(format!(
@@ -366,8 +394,9 @@ impl Transaction<'_> {
             )));
         }
         let number = match self.table_number(table)? {
-            Some(n) => n,
-            None => self.create_table(table)?,
+            Some(n) if (n.get() >= TableNumber::FIRST_USER.get()) != system => n,
+            Some(_) => return Err(DbError::SystemTableWrite),
+            None => self.create_table(table, system)?,
         };
         let id = DocumentId {
             table: number,
@@ -384,9 +413,19 @@ impl Transaction<'_> {
         Ok(id)
     }
 
-    fn create_table(&mut self, name: &str) -> Result<TableNumber, DbError> {
-        let n = self.shared().next_table.fetch_add(1, Ordering::Relaxed);
-        let number = TableNumber::new(n).expect("table numbers start above 10000");
+    fn create_table(&mut self, name: &str, system: bool) -> Result<TableNumber, DbError> {
+        let counter = if system {
+            &self.shared().next_system_table
+        } else {
+            &self.shared().next_table
+        };
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        if system && n >= TableNumber::FIRST_USER.get() {
+            return Err(DbError::InvalidTableName(format!(
+                "Cannot create system table {name:?}: all system table numbers are in use"
+            )));
+        }
+        let number = TableNumber::new(n).expect("table numbers start above 0");
         let catalog_id = DocumentId {
             table: TableNumber::new(TABLES_TABLE_NUMBER).expect("non-zero"),
             internal: InternalId::generate(&mut rand::thread_rng(), std::time::SystemTime::now()),
@@ -408,6 +447,17 @@ impl Transaction<'_> {
         if id.table.get() < TableNumber::FIRST_USER.get() {
             return Err(DbError::SystemTableWrite);
         }
+        self.existing_any(op, id)
+    }
+
+    fn existing_system(&mut self, op: &'static str, id: DocumentId) -> Result<Doc, DbError> {
+        if !(FIRST_SYSTEM_TABLE_NUMBER..TableNumber::FIRST_USER.get()).contains(&id.table.get()) {
+            return Err(DbError::SystemTableWrite);
+        }
+        self.existing_any(op, id)
+    }
+
+    fn existing_any(&mut self, op: &'static str, id: DocumentId) -> Result<Doc, DbError> {
         self.get(id)?.ok_or(DbError::NonexistentDocument {
             op,
             id: id.encode(),
@@ -448,6 +498,16 @@ impl Transaction<'_> {
     /// new document.
     pub fn replace(&mut self, id: DocumentId, fields: Object) -> Result<Doc, DbError> {
         let old = self.existing("Replace", id)?;
+        self.replace_with(id, old, fields)
+    }
+
+    /// [`Transaction::replace`] for a document of a named system table.
+    pub fn replace_system(&mut self, id: DocumentId, fields: Object) -> Result<Doc, DbError> {
+        let old = self.existing_system("Replace", id)?;
+        self.replace_with(id, old, fields)
+    }
+
+    fn replace_with(&mut self, id: DocumentId, old: Doc, fields: Object) -> Result<Doc, DbError> {
         let mut doc = Object::new();
         for (k, v) in fields {
             if k == ID_FIELD || k == CREATION_TIME_FIELD {
@@ -494,7 +554,7 @@ impl Transaction<'_> {
         }
         let number = match self.table_number(table)? {
             Some(n) => n,
-            None => self.create_table(table)?,
+            None => self.create_table(table, false)?,
         };
         // Record the whole `_index` table as read: two transactions adding
         // the same index must conflict, not both commit.
@@ -575,6 +635,13 @@ impl Transaction<'_> {
     /// Deletes a document; returns what it was.
     pub fn delete(&mut self, id: DocumentId) -> Result<Doc, DbError> {
         let old = self.existing("Delete", id)?;
+        self.stage(id, None)?;
+        Ok(old)
+    }
+
+    /// [`Transaction::delete`] for a document of a named system table.
+    pub fn delete_system(&mut self, id: DocumentId) -> Result<Doc, DbError> {
+        let old = self.existing_system("Delete", id)?;
         self.stage(id, None)?;
         Ok(old)
     }

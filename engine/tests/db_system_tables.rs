@@ -1,0 +1,89 @@
+//! Named system tables (`_modules`, ...): written only through the
+//! `*_system` calls, numbered below the user tables, and recovered from
+//! the log and from checkpoints like every other table.
+
+use engine::db::{Database, DbError, DbOptions, FIRST_SYSTEM_TABLE_NUMBER};
+use engine::dir::DataDir;
+use engine::id::TableNumber;
+use engine::value::{Object, Value};
+
+fn open(dir: &tempfile::TempDir) -> Database {
+    let data = DataDir::open(dir.path()).unwrap();
+    Database::open(&data, DbOptions::default()).unwrap()
+}
+
+fn obj(k: &str, v: &str) -> Object {
+    let mut o = Object::new();
+    o.insert(k.into(), Value::String(v.into()));
+    o
+}
+
+#[test]
+fn system_tables_are_written_only_through_the_system_calls_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (module, user) = {
+        let db = open(&dir);
+        let mut tx = db.begin();
+        assert!(matches!(
+            tx.insert("_modules", obj("path", "a.js")),
+            Err(DbError::SystemTableWrite)
+        ));
+        assert!(matches!(
+            tx.insert_system("modules", obj("path", "a.js")),
+            Err(DbError::InvalidTableName(_))
+        ));
+        assert!(matches!(
+            tx.insert_system("_tables", obj("name", "x")),
+            Err(DbError::SystemTableWrite)
+        ));
+        let module = tx.insert_system("_modules", obj("path", "a.js")).unwrap();
+        let user = tx.insert("messages", obj("body", "hi")).unwrap();
+        assert_eq!(module.table.get(), FIRST_SYSTEM_TABLE_NUMBER);
+        assert_eq!(user.table, TableNumber::FIRST_USER);
+        db.commit(tx).unwrap();
+
+        // User-facing calls cannot touch a system document, nor the system
+        // calls a user document.
+        let mut tx = db.begin();
+        assert!(matches!(tx.delete(module), Err(DbError::SystemTableWrite)));
+        assert!(matches!(
+            tx.replace(module, obj("path", "b.js")),
+            Err(DbError::SystemTableWrite)
+        ));
+        assert!(matches!(
+            tx.delete_system(user),
+            Err(DbError::SystemTableWrite)
+        ));
+        tx.replace_system(module, obj("path", "b.js")).unwrap();
+        let other = tx.insert_system("_schemas", obj("x", "y")).unwrap();
+        assert_eq!(other.table.get(), FIRST_SYSTEM_TABLE_NUMBER + 1);
+        db.commit(tx).unwrap();
+        assert_eq!(db.table_names(), vec!["messages".to_string()]);
+        (module, user)
+    };
+    // Reopen from the log, then from a checkpoint.
+    for round in 0..2 {
+        let db = open(&dir);
+        let mut tx = db.begin();
+        assert_eq!(
+            tx.get(module).unwrap().unwrap().get("path"),
+            Some(&Value::String("b.js".into())),
+            "round {round}"
+        );
+        assert!(tx.get(user).unwrap().is_some());
+        assert_eq!(
+            tx.table_number("_modules").unwrap(),
+            Some(module.table),
+            "round {round}"
+        );
+        // A new system table after reopen takes the next free number.
+        let n = tx
+            .insert_system(&format!("_round{round}"), obj("a", "b"))
+            .unwrap()
+            .table
+            .get();
+        assert_eq!(n, FIRST_SYSTEM_TABLE_NUMBER + 2 + round);
+        db.commit(tx).unwrap();
+        db.checkpoint().unwrap();
+    }
+}
