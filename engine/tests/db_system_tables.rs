@@ -87,3 +87,37 @@ fn system_tables_are_written_only_through_the_system_calls_and_survive_reopen() 
         db.checkpoint().unwrap();
     }
 }
+
+#[test]
+fn user_indexes_lists_defined_indexes_without_tie_breakers() {
+    use engine::db::FieldPath;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    let mut tx = db.begin();
+    tx.insert("messages", obj("author", "a")).unwrap();
+    tx.insert_system("_modules", obj("path", "a.js")).unwrap();
+    db.commit(tx).unwrap();
+    assert!(db.user_indexes().is_empty());
+    let mut tx = db.begin();
+    tx.add_index(
+        "messages",
+        "by_author",
+        &[FieldPath::parse("author").unwrap()],
+    )
+    .unwrap();
+    db.commit(tx).unwrap();
+    db.wait_for_index("messages", "by_author", Duration::from_secs(10))
+        .unwrap();
+    let ixs = db.user_indexes();
+    assert_eq!(ixs.len(), 1);
+    assert_eq!(
+        (ixs[0].table.as_str(), ixs[0].name.as_str(), ixs[0].ready),
+        ("messages", "by_author", true)
+    );
+    assert_eq!(ixs[0].fields, vec![FieldPath::parse("author").unwrap()]);
+    let mut tx = db.begin();
+    tx.remove_index("messages", "by_author").unwrap();
+    db.commit(tx).unwrap();
+    assert!(db.user_indexes().is_empty());
+}

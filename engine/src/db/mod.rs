@@ -338,6 +338,18 @@ struct Committer {
     broken: Option<String>,
 }
 
+/// A user-defined index, as [`Database::user_indexes`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserIndex {
+    pub table: String,
+    pub name: String,
+    /// The indexed fields, without the `_creationTime` and `_id`
+    /// tie-breakers every index ends with.
+    pub fields: Vec<FieldPath>,
+    /// Whether its backfill has finished.
+    pub ready: bool,
+}
+
 /// One transaction handed to the committer.
 struct CommitRequest {
     begin_ts: Ts,
@@ -970,6 +982,32 @@ impl Database {
             .collect();
         names.sort();
         names
+    }
+
+    /// The user-defined indexes of user tables at the newest snapshot
+    /// (not `by_id` / `by_creation_time`), sorted by table and name.
+    pub fn user_indexes(&self) -> Vec<UserIndex> {
+        let state = self.shared.read_state();
+        let mut out = Vec::new();
+        for (number, name) in &state.catalog.table_names {
+            if number.get() < TableNumber::FIRST_USER.get() {
+                continue;
+            }
+            for def in state.catalog.table_indexes(*number) {
+                if def.name == BY_ID || def.name == BY_CREATION_TIME {
+                    continue;
+                }
+                let n = def.fields.len().saturating_sub(2);
+                out.push(UserIndex {
+                    table: name.clone(),
+                    name: def.name.clone(),
+                    fields: def.fields[..n].to_vec(),
+                    ready: !state.catalog.backfilling.contains_key(&def.id),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.table, &a.name).cmp(&(&b.table, &b.name)));
+        out
     }
 
     /// Waits until index `table.index` has finished backfilling.
