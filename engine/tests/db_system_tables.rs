@@ -121,3 +121,31 @@ fn user_indexes_lists_defined_indexes_without_tie_breakers() {
     db.commit(tx).unwrap();
     assert!(db.user_indexes().is_empty());
 }
+
+#[test]
+fn begin_at_reads_an_earlier_snapshot_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir);
+    let mut tx = db.begin();
+    let id = tx.insert("t", obj("v", "old")).unwrap();
+    db.commit(tx).unwrap();
+    let before = db.snapshot_ts();
+    let mut tx = db.begin();
+    tx.replace(id, obj("v", "new")).unwrap();
+    db.commit(tx).unwrap();
+    let mut at = db.begin_at(before).unwrap();
+    assert_eq!(
+        at.get(id).unwrap().unwrap().get("v"),
+        Some(&Value::String("old".into()))
+    );
+    assert!(matches!(
+        at.replace(id, obj("v", "x")),
+        Err(DbError::ReadOnlySnapshot)
+    ));
+    drop(at);
+    let future = engine::ts::Ts(db.snapshot_ts().0 + 1);
+    assert!(matches!(
+        db.begin_at(future),
+        Err(DbError::SnapshotUnavailable { .. })
+    ));
+}

@@ -115,6 +115,13 @@ pub enum DbError {
     )]
     Conflict { table: String, id: String, ts: Ts },
     #[error(
+        "Cannot read at timestamp {ts}: readable snapshots are from {oldest} (the retention \
+         window) to {newest} (the newest commit)"
+    )]
+    SnapshotUnavailable { ts: Ts, oldest: Ts, newest: Ts },
+    #[error("A read at an earlier snapshot cannot write")]
+    ReadOnlySnapshot,
+    #[error(
         "the database refuses commits after an earlier failure ({0}); restart the server to \
          recover from the log"
     )]
@@ -624,6 +631,8 @@ struct Shared {
     next_table: AtomicU32,
     /// The number the next named system table gets.
     next_system_table: AtomicU32,
+    /// Held by a GC step; see [`Database::begin_at`].
+    gc_step_lock: Mutex<()>,
     gc: Mutex<Gc>,
     /// The installed checkpoint's timestamp (0: none).
     checkpoint_ts: AtomicU64,
@@ -808,6 +817,7 @@ impl Database {
             published: AtomicU64::new(published.0),
             next_table: AtomicU32::new(max_table + 1),
             next_system_table: AtomicU32::new(max_system + 1),
+            gc_step_lock: Mutex::new(()),
             gc: Mutex::new(gc),
             checkpoint_ts: AtomicU64::new(checkpoint_ts.0),
             oldest_readable: AtomicU64::new(checkpoint_ts.0),
@@ -851,6 +861,27 @@ impl Database {
         *active.entry(ts).or_default() += 1;
         drop(active);
         Transaction::new(self, ts)
+    }
+
+    /// Starts a read-only transaction at an earlier snapshot `ts` (one
+    /// returned by [`Database::snapshot_ts`]), within the retention window.
+    pub fn begin_at(&self, ts: Ts) -> Result<Transaction<'_>, DbError> {
+        let _gc = self
+            .shared
+            .gc_step_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let newest = self.snapshot_ts();
+        let oldest = Ts(self.shared.oldest_readable.load(Ordering::Acquire));
+        if ts > newest || ts < oldest {
+            return Err(DbError::SnapshotUnavailable { ts, oldest, newest });
+        }
+        let mut active = self.shared.active.lock().unwrap_or_else(|p| p.into_inner());
+        *active.entry(ts).or_default() += 1;
+        drop(active);
+        let mut tx = Transaction::new(self, ts);
+        tx.set_read_only();
+        Ok(tx)
     }
 
     /// Validates and commits a transaction; returns its commit timestamp
@@ -1140,6 +1171,9 @@ impl Shared {
     /// bounded batch per write-lock hold so commits are not held up.
     fn gc_step(&self) {
         const KEYS_PER_HOLD: usize = 16_384;
+        // Held from the horizon to publishing it, so `begin_at` never
+        // registers a snapshot this step is pruning below.
+        let _step = self.gc_step_lock.lock().unwrap_or_else(|p| p.into_inner());
         let horizon = self.gc_horizon();
         pause::point("gc:horizon");
         loop {

@@ -35,6 +35,7 @@ pub struct Transaction<'db> {
     new_tables: HashMap<String, TableNumber>,
     last_creation_time: f64,
     finished: bool,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -68,7 +69,14 @@ impl<'db> Transaction<'db> {
             new_tables: HashMap::new(),
             last_creation_time: 0.0,
             finished: false,
+            read_only: false,
         }
+    }
+
+    /// Makes the transaction refuse writes (a read at an earlier snapshot:
+    /// the committer no longer holds what it would validate against).
+    pub(super) fn set_read_only(&mut self) {
+        self.read_only = true;
     }
 
     /// Marks the transaction ended (its commit did the bookkeeping).
@@ -340,6 +348,9 @@ impl Transaction<'_> {
     }
 
     fn stage(&mut self, id: DocumentId, doc: Option<Doc>) -> Result<(), DbError> {
+        if self.read_only {
+            return Err(DbError::ReadOnlySnapshot);
+        }
         if !self.writes.contains_key(&id) && self.writes.len() >= WRITE_DOCUMENTS_MAX {
             return Err(DbError::TooManyWrites);
         }
