@@ -38,6 +38,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -360,10 +361,25 @@ pub struct UserIndex {
 /// One transaction handed to the committer.
 struct CommitRequest {
     begin_ts: Ts,
+    /// Ends the transaction's snapshot once the request is consumed
+    /// (validated), also when its caller stopped waiting.
+    _active: ActiveSnapshot,
     reads: Vec<(IndexId, KeyInterval)>,
     writes: Vec<(DocumentId, Option<Doc>)>,
     /// The log record of `writes`.
     record: PreparedRecord,
+}
+
+/// A registered snapshot (see [`Shared::end`]), ended on drop.
+struct ActiveSnapshot {
+    shared: Arc<Shared>,
+    ts: Ts,
+}
+
+impl Drop for ActiveSnapshot {
+    fn drop(&mut self) {
+        self.shared.end(self.ts);
+    }
 }
 
 /// Threads each woken thread of a durable group wakes in turn.
@@ -379,12 +395,20 @@ struct Relay {
 
 impl Relay {
     fn wake(self: &Arc<Self>, n: usize) {
-        for _ in 0..n {
+        let mut n = n;
+        while n > 0 {
+            n -= 1;
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some((waiter, ts)) = self.committed.get(i) else {
                 return;
             };
-            waiter.complete(Outcome::Committed(*ts, Arc::clone(self)));
+            if waiter
+                .complete(Outcome::Committed(*ts, Some(Arc::clone(self))))
+                .is_some()
+            {
+                // Nobody waits there to pass the wake-ups on.
+                n += RELAY_FANOUT;
+            }
         }
     }
 }
@@ -393,22 +417,57 @@ impl Relay {
 enum Outcome {
     Done(Result<Ts, DbError>),
     /// Durable and published at this timestamp; wake the next threads of
-    /// the relay.
-    Committed(Ts, Arc<Relay>),
+    /// the relay (threads only: tasks are all woken by the log writer).
+    Committed(Ts, Option<Arc<Relay>>),
     /// Lead the committer (handed over by the previous leader).
     Lead,
 }
 
-/// Where a committing thread waits for its outcome.
+/// Where a committing thread or task waits for its outcome.
 struct Waiter {
-    outcome: Mutex<Option<Outcome>>,
-    thread: std::thread::Thread,
+    state: Mutex<WaiterState>,
+    /// The committing thread (a blocking commit), or `None` for an
+    /// [`Database::commit_async`] task, which leaves a waker in `state`.
+    thread: Option<std::thread::Thread>,
+}
+
+#[derive(Default)]
+struct WaiterState {
+    outcome: Option<Outcome>,
+    waker: Option<Waker>,
+    /// The task stopped waiting (its future was dropped).
+    abandoned: bool,
 }
 
 impl Waiter {
-    fn complete(&self, outcome: Outcome) {
-        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-        self.thread.unpark();
+    fn new(thread: Option<std::thread::Thread>) -> Waiter {
+        Waiter {
+            state: Mutex::new(WaiterState::default()),
+            thread,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaiterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Delivers `outcome`, or hands it back when nobody waits any more.
+    #[must_use]
+    fn complete(&self, outcome: Outcome) -> Option<Outcome> {
+        let mut st = self.lock();
+        if st.abandoned {
+            return Some(outcome);
+        }
+        st.outcome = Some(outcome);
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(t) = &self.thread {
+            t.unpark();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        None
     }
 }
 
@@ -418,6 +477,114 @@ struct CommitQueue {
     pending: Vec<(CommitRequest, Arc<Waiter>)>,
     /// Whether a thread is leading (taking from `pending`).
     leading: bool,
+}
+
+/// What [`Database::enqueue`] did with a transaction.
+enum Enqueued {
+    /// Nothing to write: committed at its snapshot.
+    Done(Ts),
+    Queued {
+        waiter: Arc<Waiter>,
+        /// The caller must lead the committer.
+        lead: bool,
+    },
+}
+
+/// The outcome of [`Database::commit_async`].
+#[must_use = "a commit's outcome must be awaited"]
+pub struct CommitFuture<'db> {
+    db: &'db Database,
+    state: CommitState,
+}
+
+impl std::fmt::Debug for CommitFuture<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitFuture").finish_non_exhaustive()
+    }
+}
+
+enum CommitState {
+    Ready(Option<Result<Ts, DbError>>),
+    Queued {
+        waiter: Arc<Waiter>,
+        lead_first: bool,
+    },
+}
+
+impl std::future::Future for CommitFuture<'_> {
+    type Output = Result<Ts, DbError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let db = this.db;
+        let (waiter, lead_first) = match &mut this.state {
+            CommitState::Ready(r) => {
+                return Poll::Ready(r.take().expect("a commit future polled after it completed"))
+            }
+            CommitState::Queued { waiter, lead_first } => (Arc::clone(waiter), lead_first),
+        };
+        if std::mem::take(lead_first) {
+            db.lead();
+        }
+        loop {
+            let mut st = waiter.lock();
+            match st.outcome.take() {
+                Some(Outcome::Done(result)) => {
+                    drop(st);
+                    this.state = CommitState::Ready(None);
+                    return Poll::Ready(result);
+                }
+                Some(Outcome::Committed(ts, relay)) => {
+                    drop(st);
+                    if let Some(relay) = relay {
+                        relay.wake(RELAY_FANOUT);
+                    }
+                    this.state = CommitState::Ready(None);
+                    return Poll::Ready(Ok(ts));
+                }
+                Some(Outcome::Lead) => {
+                    drop(st);
+                    db.lead();
+                }
+                None => {
+                    st.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CommitFuture<'_> {
+    fn drop(&mut self) {
+        let CommitState::Queued { waiter, lead_first } = &self.state else {
+            return;
+        };
+        if *lead_first {
+            self.db.lead();
+        }
+        // Whatever was handed to this task and not taken must be passed on.
+        let mut st = waiter.lock();
+        match st.outcome.take() {
+            None => st.abandoned = true,
+            Some(Outcome::Lead) => {
+                drop(st);
+                waiter.lock().abandoned = true;
+                self.db.lead();
+                // A commit completing while we led finds it abandoned; one
+                // that completed before is in `outcome` and needs nothing,
+                // unless it carries a relay.
+                if let Some(Outcome::Committed(_, Some(relay))) = waiter.lock().outcome.take() {
+                    relay.wake(RELAY_FANOUT);
+                }
+            }
+            Some(Outcome::Committed(_, Some(relay))) => {
+                drop(st);
+                relay.wake(RELAY_FANOUT);
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// Rounds of queued transactions one leader commits before handing
@@ -436,11 +603,11 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
     let mut written = Vec::with_capacity(batch.len());
     for (request, waiter) in batch {
         if let Some(why) = committer.broken.clone() {
-            waiter.complete(Outcome::Done(Err(DbError::Broken(why))));
+            let _ = waiter.complete(Outcome::Done(Err(DbError::Broken(why))));
             continue;
         }
         if let Err(e) = validate(shared, &committer.window, &request) {
-            waiter.complete(Outcome::Done(Err(e)));
+            let _ = waiter.complete(Outcome::Done(Err(e)));
             continue;
         }
         let ts = shared.log.next_ts();
@@ -455,7 +622,7 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
                 let why = format!("applying the commit at {ts} failed: {e}");
                 tracing::error!("{why}; refusing further commits");
                 committer.broken = Some(why);
-                waiter.complete(Outcome::Done(Err(e)));
+                let _ = waiter.complete(Outcome::Done(Err(e)));
                 continue;
             }
         };
@@ -540,14 +707,22 @@ fn finish_group(
                     tracing::error!("could not start backfilling index {ix:?}: {e}");
                 }
             }
-            // Wake two threads; each woken thread wakes two more, so the
-            // wake-ups (several µs each) spread over the woken threads
+            // Tasks are woken here (a waker only queues the task). Of the
+            // threads, two are woken; each woken thread wakes two more, so
+            // the wake-ups (several µs each) spread over the woken threads
             // instead of holding up the log writer's next batch.
-            Arc::new(Relay {
-                committed,
-                next: AtomicUsize::new(0),
-            })
-            .wake(RELAY_FANOUT);
+            let (threads, tasks): (Vec<_>, Vec<_>) =
+                committed.into_iter().partition(|(w, _)| w.thread.is_some());
+            for (waiter, ts) in tasks {
+                let _ = waiter.complete(Outcome::Committed(ts, None));
+            }
+            if !threads.is_empty() {
+                Arc::new(Relay {
+                    committed: threads,
+                    next: AtomicUsize::new(0),
+                })
+                .wake(RELAY_FANOUT);
+            }
         }
         Err(e) => {
             for (waiter, _) in committed {
@@ -556,7 +731,7 @@ fn finish_group(
                     LogError::Poisoned(why) => LogError::Poisoned(why.clone()),
                     other => LogError::Poisoned(other.to_string()),
                 };
-                waiter.complete(Outcome::Done(Err(e.into())));
+                let _ = waiter.complete(Outcome::Done(Err(e.into())));
             }
         }
     }
@@ -605,6 +780,9 @@ struct Gc {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DbStats {
     pub published: Ts,
+    /// Transactions holding a snapshot (begun, not yet committed or
+    /// dropped).
+    pub active_transactions: usize,
     /// Timestamp of the installed checkpoint, if any.
     pub checkpoint_ts: Option<Ts>,
     /// Oldest snapshot that reads exactly.
@@ -887,69 +1065,94 @@ impl Database {
     /// Validates and commits a transaction; returns its commit timestamp
     /// once it is durable and visible. A read-only transaction commits at
     /// its begin timestamp without touching the log.
-    pub fn commit(&self, mut tx: Transaction<'_>) -> Result<Ts, DbError> {
-        let begin_ts = tx.begin_ts();
-        let result = self.commit_inner(&mut tx);
-        tx.finish();
-        self.shared.end(begin_ts);
-        result
-    }
-
-    /// Hands the transaction to the committer and waits for its outcome.
-    ///
-    /// Committing threads combine their work instead of queueing on a
-    /// lock. Each queues its transaction; the first to find no leader
-    /// leads: it validates, applies and appends every queued transaction as
-    /// one log group under one hold of the committer lock, and repeats
-    /// while more queue up (handing leadership on after [`LEAD_ROUNDS`]).
-    /// The log writer publishes each group once it is durable and wakes its
-    /// threads, so a thread sleeps about once per commit and none waits on
-    /// a lock held across an `fdatasync`.
-    fn commit_inner(&self, tx: &mut Transaction<'_>) -> Result<Ts, DbError> {
-        let shared = &*self.shared;
-        if tx.writes.is_empty() {
-            return Ok(tx.begin_ts());
-        }
-        let writes: Vec<(DocumentId, Option<Doc>)> =
-            std::mem::take(&mut tx.writes).into_iter().collect();
-        // Encoded here, in parallel with other committing threads, so the
-        // leader only appends it.
-        let record = PreparedRecord::new(writes.iter().map(|(id, d)| (*id, d.as_deref())))?;
-        let request = CommitRequest {
-            begin_ts: tx.begin_ts(),
-            reads: std::mem::take(&mut tx.reads),
-            writes,
-            record,
-        };
-        let waiter = Arc::new(Waiter {
-            outcome: Mutex::new(None),
-            thread: std::thread::current(),
-        });
-        let lead = {
-            let mut q = shared.lock_commit_queue();
-            q.pending.push((request, Arc::clone(&waiter)));
-            !std::mem::replace(&mut q.leading, true)
+    pub fn commit(&self, tx: Transaction<'_>) -> Result<Ts, DbError> {
+        let (waiter, lead) = match self.enqueue(tx, Some(std::thread::current()))? {
+            Enqueued::Done(ts) => return Ok(ts),
+            Enqueued::Queued { waiter, lead } => (waiter, lead),
         };
         if lead {
             self.lead();
         }
         pause::point("commit:queued");
         loop {
-            let outcome = waiter
-                .outcome
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            let outcome = waiter.lock().outcome.take();
             match outcome {
                 Some(Outcome::Done(result)) => return result,
                 Some(Outcome::Committed(ts, relay)) => {
-                    relay.wake(RELAY_FANOUT);
+                    if let Some(relay) = relay {
+                        relay.wake(RELAY_FANOUT);
+                    }
                     return Ok(ts);
                 }
                 Some(Outcome::Lead) => self.lead(),
                 None => std::thread::park(),
             }
         }
+    }
+
+    /// [`Database::commit`] for async callers: the returned future waits
+    /// for the outcome without blocking a thread (a task that finds no
+    /// leader leads the committer inside `poll`, briefly: validation, apply
+    /// and handing the group to the log writer, never an `fdatasync`).
+    ///
+    /// Dropping the future before it completes does not withdraw the
+    /// transaction: it may still commit.
+    pub fn commit_async<'db>(&'db self, tx: Transaction<'db>) -> CommitFuture<'db> {
+        let state = match self.enqueue(tx, None) {
+            Ok(Enqueued::Done(ts)) => CommitState::Ready(Some(Ok(ts))),
+            Err(e) => CommitState::Ready(Some(Err(e))),
+            Ok(Enqueued::Queued { waiter, lead }) => CommitState::Queued {
+                waiter,
+                lead_first: lead,
+            },
+        };
+        CommitFuture { db: self, state }
+    }
+
+    /// Hands the transaction to the committer.
+    ///
+    /// Committers combine their work instead of queueing on a lock. Each
+    /// queues its transaction; the first to find no leader leads: it
+    /// validates, applies and appends every queued transaction as one log
+    /// group under one hold of the committer lock, and repeats while more
+    /// queue up (handing leadership on after [`LEAD_ROUNDS`]). The log
+    /// writer publishes each group once it is durable and wakes its
+    /// waiters, so a thread sleeps about once per commit and none waits on
+    /// a lock held across an `fdatasync`.
+    fn enqueue(
+        &self,
+        mut tx: Transaction<'_>,
+        thread: Option<std::thread::Thread>,
+    ) -> Result<Enqueued, DbError> {
+        let begin_ts = tx.begin_ts();
+        // From here the request (or this guard) ends the snapshot.
+        tx.finish();
+        let active = ActiveSnapshot {
+            shared: Arc::clone(&self.shared),
+            ts: begin_ts,
+        };
+        if tx.writes.is_empty() {
+            return Ok(Enqueued::Done(begin_ts));
+        }
+        let writes: Vec<(DocumentId, Option<Doc>)> =
+            std::mem::take(&mut tx.writes).into_iter().collect();
+        // Encoded here, in parallel with other committers, so the leader
+        // only appends it.
+        let record = PreparedRecord::new(writes.iter().map(|(id, d)| (*id, d.as_deref())))?;
+        let request = CommitRequest {
+            begin_ts,
+            _active: active,
+            reads: std::mem::take(&mut tx.reads),
+            writes,
+            record,
+        };
+        let waiter = Arc::new(Waiter::new(thread));
+        let lead = {
+            let mut q = self.shared.lock_commit_queue();
+            q.pending.push((request, Arc::clone(&waiter)));
+            !std::mem::replace(&mut q.leading, true)
+        };
+        Ok(Enqueued::Queued { waiter, lead })
     }
 
     /// Leads the committer: commits queued transactions, a group per
@@ -964,11 +1167,19 @@ impl Database {
                     q.leading = false;
                     return;
                 }
-                if round == LEAD_ROUNDS {
+                if round >= LEAD_ROUNDS {
                     let heir = Arc::clone(&q.pending[0].1);
                     drop(q);
-                    heir.complete(Outcome::Lead);
-                    return;
+                    if heir.complete(Outcome::Lead).is_none() {
+                        return;
+                    }
+                    // The heir stopped waiting: commit this round too (its
+                    // transaction among them).
+                    q = shared.lock_commit_queue();
+                    if q.pending.is_empty() {
+                        q.leading = false;
+                        return;
+                    }
                 }
                 std::mem::take(&mut q.pending)
             };
@@ -1111,6 +1322,12 @@ impl Database {
         DbStats {
             published: s.snapshot_ts(),
             checkpoint_ts: (c != 0).then_some(Ts(c)),
+            active_transactions: s
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .sum(),
             oldest_readable: Ts(s.oldest_readable.load(Ordering::Acquire)),
             memory_keys,
             memory_versions,
