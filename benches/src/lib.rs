@@ -307,6 +307,89 @@ where
     })
 }
 
+/// [`drive_closed_loop`] with `workers` async tasks instead of threads,
+/// on a multi-threaded tokio runtime of `threads` threads: each task
+/// awaits its operation in a closed loop. This is how a server commits
+/// (many requests in flight on few threads), so a committer that lets
+/// tasks wait without blocking a thread shows it here.
+pub fn drive_closed_loop_async<M, F>(
+    workers: u16,
+    threads: usize,
+    warmup: Duration,
+    measure: Duration,
+    ops_max_total: u64,
+    make_op: M,
+) -> Result<PhaseResult, String>
+where
+    M: Fn() -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_time()
+        .build()
+        .map_err(|e| format!("starting tokio: {e}"))?;
+    let make_op = std::sync::Arc::new(make_op);
+    let plan = Plan::starting_now(warmup, measure, workers, ops_max_total);
+    let results: Vec<Result<WorkerResult, String>> = rt.block_on(async move {
+        let tasks: Vec<_> = (0..workers)
+            .map(|_| {
+                let make_op = std::sync::Arc::clone(&make_op);
+                tokio::spawn(async move {
+                    let mut latencies = latency_histogram();
+                    let mut ops = 0u64;
+                    let mut last_done = None;
+                    while ops < plan.ops_max {
+                        let started = Instant::now();
+                        if started >= plan.until {
+                            break;
+                        }
+                        make_op().await?;
+                        if started >= plan.measure_from {
+                            let done = Instant::now();
+                            record_latency(&mut latencies, done - started);
+                            ops += 1;
+                            last_done = Some(done);
+                        }
+                    }
+                    Ok(WorkerResult {
+                        latencies,
+                        ops,
+                        last_done,
+                    })
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(
+                t.await
+                    .unwrap_or_else(|_| Err("a worker task panicked".into())),
+            );
+        }
+        out
+    });
+    let mut latencies = latency_histogram();
+    let mut ops = 0;
+    let mut last_done: Option<Instant> = None;
+    for r in results {
+        let r = r?;
+        latencies
+            .add(&r.latencies)
+            .map_err(|e| format!("merging latency histograms: {e}"))?;
+        ops += r.ops;
+        last_done = last_done.max(r.last_done);
+    }
+    let elapsed = last_done.map_or(Duration::ZERO, |d| {
+        d.saturating_duration_since(plan.measure_from)
+    });
+    Ok(PhaseResult {
+        latencies,
+        ops,
+        elapsed,
+    })
+}
+
 /// What one worker of [`drive_closed_loop`] measured.
 struct WorkerResult {
     latencies: Histogram<u64>,

@@ -89,6 +89,7 @@ fn a_tiny_run_without_postgres_prints_one_json_object_and_cleans_up() {
         positive(&v, ratio);
     }
     assert!(v["insert"]["ours"]["commits"].as_u64().unwrap() > 0);
+    assert!(v["insert"]["ours_tasks"]["commits"].as_u64().unwrap() > 0);
     for probe in ["fdatasync_before", "fdatasync_after"] {
         positive(&v, &format!("insert.{probe}.p50_us"));
         positive(&v, &format!("insert.{probe}.p99_us"));

@@ -27,12 +27,13 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use benches::{
-    drive_closed_loop, encoded_len, latency_histogram, median, quantile_nanos, random_document_id,
-    record_latency, sample_text, summarize, LatencySummary, Machine, PhaseResult,
+    drive_closed_loop, drive_closed_loop_async, encoded_len, latency_histogram, median,
+    quantile_nanos, random_document_id, record_latency, sample_text, summarize, LatencySummary,
+    Machine, PhaseResult,
 };
 use clap::{Parser, ValueEnum};
 use engine::db::{
@@ -242,7 +243,11 @@ impl InsertFigures {
 
 #[derive(Debug, Serialize)]
 struct InsertReport {
+    /// Our writers as OS threads blocking in `Database::commit`.
     ours: InsertFigures,
+    /// Our writers as async tasks on a tokio runtime with one thread per
+    /// CPU, awaiting `Database::commit_async` (how a server commits).
+    ours_tasks: InsertFigures,
     /// Our transactions per log group commit (warm-up included).
     ours_avg_batch: f64,
     /// OCC conflicts our writers retried (expected 0: inserts read nothing
@@ -798,7 +803,16 @@ fn run_insert(
     let probe_dir = run_dir.join("fdatasync");
     make_dir(&probe_dir)?;
     let fdatasync_before = fdatasync_probe(&probe_dir)?;
-    progress("insert: ours");
+    progress("insert: ours (tasks)");
+    let (ours_tasks, _, tasks_conflicts) = insert_ours_tasks(
+        &run_dir.join("ours-insert-tasks"),
+        args.writers,
+        pool,
+        warmup,
+        measure,
+    )?;
+    let _ = fs::remove_dir_all(run_dir.join("ours-insert-tasks"));
+    progress("insert: ours (threads)");
     let (ours, ours_avg_batch, ours_conflicts) = insert_ours(
         &run_dir.join("ours-insert"),
         args.writers,
@@ -806,6 +820,7 @@ fn run_insert(
         warmup,
         measure,
     )?;
+    let ours_conflicts = ours_conflicts + tasks_conflicts;
     let postgres = match pg {
         Some(pg) => {
             progress("insert: PostgreSQL");
@@ -834,12 +849,14 @@ fn run_insert(
     let fdatasync_after = fdatasync_probe(&probe_dir)?;
     let _ = fs::remove_dir_all(&probe_dir);
     let ours = InsertFigures::of(&ours);
+    let ours_tasks = InsertFigures::of(&ours_tasks);
     let postgres = postgres.as_ref().map(InsertFigures::of);
     let sqlite = sqlite.as_ref().map(InsertFigures::of);
     Ok(InsertReport {
         ours_vs_postgres: ratio(ours.tx_per_sec, postgres.as_ref().map(|p| p.tx_per_sec)),
         ours_vs_sqlite: ratio(ours.tx_per_sec, sqlite.as_ref().map(|s| s.tx_per_sec)),
         ours,
+        ours_tasks,
         ours_avg_batch,
         ours_conflicts,
         postgres,
@@ -938,6 +955,73 @@ fn insert_ours(
             ))
         })
     })?;
+    let after = db.log().counts();
+    let batches = after.batches.saturating_sub(counts_before.batches).max(1);
+    let records = after.records.saturating_sub(counts_before.records);
+    Ok((
+        phase,
+        records as f64 / batches as f64,
+        conflicts.load(Ordering::Relaxed),
+    ))
+}
+
+/// [`insert_ours`] with the writers as async tasks on a tokio runtime of
+/// one thread per CPU, each awaiting `Database::commit_async`.
+fn insert_ours_tasks(
+    dir: &Path,
+    writers: u16,
+    pool: &[DocFields],
+    warmup: Duration,
+    measure: Duration,
+) -> Result<(PhaseResult, f64, u64), String> {
+    let (_data, db) = open_ours(dir)?;
+    let mut tx = db.begin();
+    tx.insert(TABLE, pool[0].object(0))
+        .map_err(db_err("insert"))?;
+    db.commit(tx).map_err(db_err("commit"))?;
+    let db = Arc::new(db);
+    let pool: Arc<Vec<Object>> = Arc::new((0..pool.len()).map(|i| pool[i].object(0)).collect());
+    let counts_before = db.log().counts();
+    let conflicts = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(1));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let phase = {
+        let (db, conflicts) = (Arc::clone(&db), Arc::clone(&conflicts));
+        drive_closed_loop_async(
+            writers,
+            threads,
+            warmup,
+            measure,
+            INSERT_COMMITS_MAX,
+            move || {
+                let (db, conflicts, next, pool) = (
+                    Arc::clone(&db),
+                    Arc::clone(&conflicts),
+                    Arc::clone(&next),
+                    Arc::clone(&pool),
+                );
+                async move {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let mut fields = pool[n as usize % pool.len()].clone();
+                    fields.insert("n".into(), Value::Int64(n as i64));
+                    for _ in 0..=CONFLICT_RETRIES_MAX {
+                        let mut tx = db.begin();
+                        tx.insert(TABLE, fields.clone()).map_err(db_err("insert"))?;
+                        match db.commit_async(tx).await {
+                            Ok(_) => return Ok(()),
+                            Err(DbError::Conflict { .. }) => {
+                                conflicts.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => return Err(format!("commit: {e}")),
+                        }
+                    }
+                    Err(format!(
+                        "an insert conflicted {CONFLICT_RETRIES_MAX} times in a row"
+                    ))
+                }
+            },
+        )?
+    };
     let after = db.log().counts();
     let batches = after.batches.saturating_sub(counts_before.batches).max(1);
     let records = after.records.saturating_sub(counts_before.records);
@@ -1812,7 +1896,8 @@ fn print_table(r: &Report) {
             ),
             None => println!("  {name:<26} {:>12}", "skipped"),
         };
-        row("ours", &Some(&i.ours));
+        row("ours (threads)", &Some(&i.ours));
+        row("ours (async tasks)", &Some(&i.ours_tasks));
         row("postgres", &i.postgres.as_ref());
         let sqlite_name = match i.sqlite_connections {
             SqliteConnections::Shared => "sqlite (shared connection)",
