@@ -36,6 +36,7 @@ use engine::db::{
     check_index_name, check_table_name, key_of, Database, DbError, FieldPath, IndexDef,
     KeyInterval, Order, Transaction, BY_CREATION_TIME,
 };
+use engine::id::TableNumber;
 use engine::value::{Object, Value};
 use serde_json::{Map, Value as Json};
 
@@ -564,6 +565,19 @@ impl Schema {
     }
 }
 
+/// The [`TableLookup`] user functions see in `tx`: the user tables (this
+/// transaction's new ones included). The engine's own system tables
+/// (`_tables`, `_index`, numbers below 10001) are private, as upstream's
+/// private system tables are, so their ids match no `v.id(...)`.
+pub fn user_tables<'t>(tx: &'t Transaction<'_>) -> impl TableLookup + 't {
+    move |n: TableNumber| {
+        if n.get() < TableNumber::FIRST_USER.get() {
+            return None;
+        }
+        tx.table_name(n).filter(|name| !name.starts_with('_'))
+    }
+}
+
 fn existing_error(table: &str, doc: &Object, error: ValidationError) -> SchemaError {
     let id = match doc.get("_id") {
         Some(Value::String(s)) => s.clone(),
@@ -607,7 +621,7 @@ pub fn check_existing(tx: &mut Transaction<'_>, schema: &Schema) -> Result<(), S
                 Order::Asc,
                 Some(CHECK_SCAN_BATCH),
             )?;
-            let lookup = |n| tx.table_name(n);
+            let lookup = user_tables(tx);
             for doc in &docs {
                 document_type
                     .check(doc, &lookup)
@@ -649,7 +663,7 @@ pub fn check_existing_in_batches(
                 Order::Asc,
                 Some(batch),
             )?;
-            let lookup = |n| tx.table_name(n);
+            let lookup = user_tables(&tx);
             for doc in &docs {
                 document_type
                     .check(doc, &lookup)

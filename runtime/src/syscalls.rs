@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use engine::db::{DbError, Transaction, BY_CREATION_TIME, BY_ID};
 use engine::exec::{paginate, ExecError, PageRequest, QueryStream, PAGE_SIZE_MAX};
-use engine::id::{DocumentId, TableNumber};
+use engine::id::DocumentId;
 use engine::query::{parse_query, Query, QueryError, Source};
 use engine::value::json::{from_json, to_json};
 use engine::value::limits::check_field_name;
@@ -39,7 +39,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::schema::Schema;
+use crate::schema::{user_tables, Schema};
+use crate::validator::TableLookup;
 use crate::{SyscallError, SyscallHandler, UdfType};
 
 /// The `continueCursor` of a page over a `_` table (always empty here).
@@ -382,12 +383,7 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
     /// engine's system tables (numbers below 10001) and of tables that do
     /// not exist have none.
     fn user_table_of(&self, id: DocumentId) -> Option<String> {
-        if id.table.get() < TableNumber::FIRST_USER.get() {
-            return None;
-        }
-        self.tx
-            .table_name(id.table)
-            .filter(|name| !name.starts_with('_'))
+        user_tables(self.tx).table_name(id.table)
     }
 
     /// Decodes a write's id and finds its table. (upstream `resolve_idv6`,
@@ -410,8 +406,7 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
         let Some(schema) = self.schema else {
             return Ok(());
         };
-        let tx = &*self.tx;
-        let lookup = |n| tx.table_name(n);
+        let lookup = user_tables(self.tx);
         schema
             .check_document(table, doc, &lookup)
             .map_err(|e| SyscallError::new(e.to_string()))

@@ -184,6 +184,21 @@ fn id_fields_are_checked_against_real_tables() {
                  the table name in validator `v.id(\"channels\")`.Path: .channel"
             )
         );
+        // An id of the engine's private `_tables` matches no `v.id`.
+        let private = engine::id::DocumentId::new(
+            engine::id::TableNumber::new(1).unwrap(),
+            engine::id::InternalId([1; 16]),
+        )
+        .encode();
+        let e = err(
+            h,
+            "1.0/insert",
+            json!({"table": "messages", "value": {"author": "a", "body": "b", "channel": private}}),
+        );
+        assert!(
+            e.contains("Value does not match validator.\nPath: .channel"),
+            "{e}"
+        );
         let e = err(
             h,
             "1.0/insert",
