@@ -358,7 +358,8 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
         self
     }
 
-    /// The transaction, e.g. to commit it once the handler is dropped.
+    /// The transaction the syscalls run in (to commit it, drop the handler
+    /// and hand the transaction to `Database::commit`).
     pub fn transaction(&mut self) -> &mut Transaction<'db> {
         self.tx
     }
