@@ -11,6 +11,10 @@
 //! Invariant kept here: user code never touches storage, the network or
 //! the file system except through a syscall this crate answered.
 
+pub mod schema;
+pub mod syscalls;
+pub mod validator;
+
 use serde::{Deserialize, Serialize};
 
 /// The kind of a Convex function.
