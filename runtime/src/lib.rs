@@ -13,6 +13,19 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod analyze;
+pub mod deno;
+pub mod modules;
+pub mod worker;
+
+pub use analyze::{Analysis, AnalyzedFunction, AnalyzedModule, HttpRoute, Visibility};
+pub use deno::{find_deno, DenoBinary, DenoError};
+pub use modules::{ImportPhase, InvalidModulePath, Module, ModuleSet, ModuleSetId};
+pub use worker::{
+    canonicalize_udf_path, default_time_limit, EnvVars, JsError, RunOutcome, RunRequest, Runtime,
+    RuntimeConfig, RuntimeError,
+};
+
 /// The kind of a Convex function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum UdfType {

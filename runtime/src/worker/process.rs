@@ -1,0 +1,311 @@
+//! One Deno worker process: spawning it with its permissions, the threads
+//! that drain its stdout (frames) and stderr (tracing), and killing it.
+//!
+//! Invariant: a `WorkerProcess` owns its child; dropping it kills and reaps
+//! the process, so no worker outlives the handle that started it.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::protocol::{self, FromWorker, ReadFrame, ToWorker};
+use crate::modules::ModuleSetId;
+
+/// The two kinds of worker, which differ only in their permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum WorkerKind {
+    /// Queries, mutations and analysis: may read the modules directory,
+    /// nothing else.
+    Udf,
+    /// Actions: the same plus the network.
+    Action,
+}
+
+impl WorkerKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WorkerKind::Udf => "query/mutation",
+            WorkerKind::Action => "action",
+        }
+    }
+}
+
+/// What a worker process needs to start.
+#[derive(Debug, Clone)]
+pub(crate) struct SpawnSpec {
+    pub deno: PathBuf,
+    pub shim: PathBuf,
+    /// The only directory the worker may read (the module sets).
+    pub readable_dir: PathBuf,
+    /// Deno's own cache directory (`DENO_DIR`).
+    pub deno_dir: PathBuf,
+    pub heap_limit_mib: usize,
+    pub startup_timeout: Duration,
+}
+
+/// The Deno command-line flags for a worker of `kind`: no prompts, no
+/// config or lock files, no remote or npm imports, and only the
+/// permissions listed.
+pub(crate) fn permission_flags(kind: WorkerKind, readable_dir: &Path) -> Vec<String> {
+    let mut flags = vec![
+        "--no-prompt".to_owned(),
+        "--no-config".to_owned(),
+        "--no-lock".to_owned(),
+        "--no-remote".to_owned(),
+        "--no-npm".to_owned(),
+        format!("--allow-read={}", readable_dir.display()),
+    ];
+    if kind == WorkerKind::Action {
+        flags.push("--allow-net".to_owned());
+    }
+    flags
+}
+
+/// An event from the stdout thread.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Message(FromWorker),
+    /// Unparseable or oversized output, or the stream ended mid-frame.
+    Garbage(String),
+    /// stdout closed: the process is exiting.
+    Closed,
+}
+
+/// What waiting for the next event gave.
+#[derive(Debug)]
+pub(crate) enum Recv {
+    Event(Event),
+    Timeout,
+}
+
+const STDERR_TAIL_LINES: usize = 40;
+const STDERR_LINE_BYTES: usize = 4096;
+
+/// A running worker and what the pool knows about it.
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    pub id: u64,
+    pub kind: WorkerKind,
+    pid: u32,
+    child: Child,
+    stdin: ChildStdin,
+    events: Receiver<Event>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// `(set, module path)` pairs this worker has imported.
+    pub loaded: HashSet<(ModuleSetId, String)>,
+    /// The distinct module sets it has imported, oldest first.
+    pub sets: Vec<ModuleSetId>,
+    /// The environment-variable version it was last sent.
+    pub env_id: Option<u64>,
+    /// Calls it has run.
+    pub calls: u64,
+}
+
+impl WorkerProcess {
+    /// Starts a worker and waits for its `ready` frame.
+    pub fn spawn(spec: &SpawnSpec, kind: WorkerKind, id: u64) -> io::Result<WorkerProcess> {
+        let mut cmd = Command::new(&spec.deno);
+        cmd.arg("run")
+            .args(permission_flags(kind, &spec.readable_dir))
+            .arg(format!(
+                "--v8-flags=--max-old-space-size={}",
+                spec.heap_limit_mib
+            ))
+            .arg(&spec.shim)
+            .env_clear()
+            .env("DENO_DIR", &spec.deno_dir)
+            .env("NO_COLOR", "1")
+            .env("DENO_NO_UPDATE_CHECK", "1")
+            .env("DENO_NO_PROMPT", "1")
+            .env("TZ", "UTC")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+
+        let (tx, events) = mpsc::sync_channel(16);
+        std::thread::Builder::new()
+            .name(format!("deno-{id}-out"))
+            .spawn(move || loop {
+                let event = match protocol::read_frame(&mut stdout) {
+                    ReadFrame::Frame(body) => match serde_json::from_slice::<FromWorker>(&body) {
+                        Ok(m) => Event::Message(m),
+                        Err(e) => Event::Garbage(format!(
+                            "unparseable frame ({e}): {}",
+                            String::from_utf8_lossy(&body[..body.len().min(200)])
+                        )),
+                    },
+                    ReadFrame::Eof => Event::Closed,
+                    ReadFrame::Broken(why) => Event::Garbage(why),
+                };
+                let last = !matches!(event, Event::Message(_));
+                if tx.send(event).is_err() || last {
+                    return;
+                }
+            })?;
+
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr_tail);
+        std::thread::Builder::new()
+            .name(format!("deno-{id}-err"))
+            .spawn(move || drain_stderr(stderr, id, pid, &tail))?;
+
+        let mut worker = WorkerProcess {
+            id,
+            kind,
+            pid,
+            child,
+            stdin,
+            events,
+            stderr_tail,
+            loaded: HashSet::new(),
+            sets: Vec::new(),
+            env_id: None,
+            calls: 0,
+        };
+        match worker.recv(spec.startup_timeout) {
+            Recv::Event(Event::Message(FromWorker::Ready { deno })) => {
+                tracing::debug!(worker = id, pid, kind = kind.as_str(), deno, "worker ready");
+                Ok(worker)
+            }
+            Recv::Timeout => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no ready frame within {:?}{}",
+                    spec.startup_timeout,
+                    worker.stderr_suffix()
+                ),
+            )),
+            Recv::Event(other) => {
+                let detail = worker.exit_detail();
+                Err(io::Error::other(format!(
+                    "expected a ready frame, got {other:?}; {detail}"
+                )))
+            }
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, message: &ToWorker<'_>) -> io::Result<()> {
+        let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+        protocol::write_frame(&mut self.stdin, &body)
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn recv(&self, timeout: Duration) -> Recv {
+        match self.events.recv_timeout(timeout) {
+            Ok(e) => Recv::Event(e),
+            Err(RecvTimeoutError::Timeout) => Recv::Timeout,
+            Err(RecvTimeoutError::Disconnected) => Recv::Event(Event::Closed),
+        }
+    }
+
+    /// True if the process is still running and has said nothing since
+    /// its last call ended (an idle worker with news has died or broken).
+    pub fn is_healthy_idle(&mut self) -> bool {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        !matches!(
+            self.events.try_recv(),
+            Ok(_) | Err(mpsc::TryRecvError::Disconnected)
+        )
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// How the process ended (waiting briefly for it to finish exiting)
+    /// and the last lines it wrote to stderr.
+    pub fn exit_detail(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                _ => break None,
+            }
+        };
+        let status = match status {
+            Some(s) => format!("exited with {s}"),
+            None => "still running".to_owned(),
+        };
+        // Give the stderr thread a moment to drain the last lines.
+        std::thread::sleep(Duration::from_millis(20));
+        format!("{status}{}", self.stderr_suffix())
+    }
+
+    /// The recent stderr lines, for error messages.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        self.stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn stderr_suffix(&self) -> String {
+        let tail = self.stderr_tail();
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!("; stderr: {}", tail.join("\n"))
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn drain_stderr(mut stderr: impl Read, id: u64, pid: u32, tail: &Mutex<VecDeque<String>>) {
+    let mut buf = [0u8; 8192];
+    let mut line = Vec::new();
+    let emit = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).trim_end().to_owned();
+        line.clear();
+        if text.is_empty() {
+            return;
+        }
+        tracing::warn!(worker = id, pid, "deno worker: {text}");
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == STDERR_TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(text);
+        }
+    };
+    loop {
+        let n = match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                emit(&mut line);
+            } else if line.len() < STDERR_LINE_BYTES {
+                line.push(b);
+            }
+        }
+    }
+    emit(&mut line);
+}
