@@ -156,6 +156,7 @@ function debugLog(text) {
  *   hasFatal: boolean,
  *   timers: Set<number>,
  *   aborts: Set<AbortController>,
+ *   syscallFailed: boolean,
  * }} Call
  */
 /** @type {Call | null} */
@@ -167,9 +168,8 @@ let mode = "real";
 // "import" while a module is being evaluated, else "run".
 let phase = "run";
 let frozenNowMs = 0;
-let frozenPerf = 0;
+let callStartPerf = 0;
 let envVars = Object.create(null);
-let envId = null;
 
 // ---------------------------------------------------------------------------
 // ChaCha12, the generator Convex seeds per call. Key = the 32-byte seed,
@@ -323,11 +323,15 @@ Object.defineProperty(RealDate.prototype, "constructor", {
 });
 globalThis.Date = DateShim;
 
+// In queries (and at import time) `performance.now()` stands still at 0, the
+// start of the call; in mutations it counts from there; in actions it is
+// the process's clock.
 performance.now = function now() {
-  if (mode === "deterministic" && (call === null || call.udfType !== "Mutation")) {
-    return frozenPerf;
+  if (mode !== "deterministic") return realPerformanceNow();
+  if (phase === "run" && call !== null && call.udfType === "Mutation") {
+    return realPerformanceNow() - callStartPerf;
   }
-  return realPerformanceNow();
+  return 0;
 };
 
 crypto.getRandomValues = function getRandomValues(array) {
@@ -846,7 +850,10 @@ function syscall(op, argsText) {
   const refused = syscallRefusal();
   if (refused !== null) throw new RealError(refused);
   const reply = roundTrip(String(op), String(argsText), false);
-  if (reply.error !== undefined) throw new RealError(reply.error.message);
+  if (reply.error !== undefined) {
+    call.syscallFailed = true;
+    throw new RealError(reply.error.message);
+  }
   return reply.ok;
 }
 
@@ -855,8 +862,9 @@ function asyncSyscall(op, argsText) {
   if (refused !== null) return RealPromise.reject(new RealError(refused));
   const reply = roundTrip(String(op), String(argsText), true);
   if (reply.error !== undefined) {
+    call.syscallFailed = true;
     const err = new RealError(reply.error.message);
-    if (reply.error.data !== undefined && reply.error.data !== null) err.data = reply.error.data;
+    if (reply.error.data !== undefined) err.data = reply.error.data;
     return RealPromise.reject(err);
   }
   return RealPromise.resolve(reply.ok);
@@ -963,6 +971,21 @@ globalThis.addEventListener("beforeunload", (event) => {
 
 const NEVER = Symbol("never");
 
+// One turn of the event loop. Deno reports unhandled rejections between
+// turns, so after this resolves every rejection made before it has been
+// reported. (A fresh MessageChannel: ~20 us, where a 0 ms timer takes 1-2
+// ms; the channel is closed so it never keeps the loop alive.)
+function eventLoopTurn() {
+  return new RealPromise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(0);
+  });
+}
+
 async function settle(promise) {
   let stalled;
   const stall = new RealPromise((resolve) => {
@@ -985,21 +1008,24 @@ async function importModule(dirUrl, path, importSeed, importNowMs) {
   const url = dirUrl + path;
   const cached = loaded.get(url);
   if (cached !== undefined) return { ns: cached, fresh: false };
-  const saved = { mode, phase, frozenNowMs, frozenPerf, key: chachaKey.slice(), counter: chachaCounter, index: chachaIndex, out: chachaOut.slice() };
+  const saved = { mode, phase, frozenNowMs, callStartPerf, key: chachaKey.slice(), counter: chachaCounter, index: chachaIndex, out: chachaOut.slice() };
   mode = "deterministic";
   phase = "import";
   frozenNowMs = importNowMs;
-  frozenPerf = realPerformanceNow();
+  callStartPerf = realPerformanceNow();
   seedRng(importSeed);
   try {
-    const ns = await import(url);
+    const ns = await settle(import(url));
+    if (ns === NEVER) {
+      throw new RealError(`Importing ${path} never finishes: its top-level await waits forever`);
+    }
     loaded.set(url, ns);
     return { ns, fresh: true };
   } finally {
     mode = saved.mode;
     phase = saved.phase;
     frozenNowMs = saved.frozenNowMs;
-    frozenPerf = saved.frozenPerf;
+    callStartPerf = saved.callStartPerf;
     chachaKey.set(saved.key);
     chachaCounter = saved.counter;
     chachaIndex = saved.index;
@@ -1018,16 +1044,23 @@ function beginCall(kind, msg) {
     hasFatal: false,
     timers: new Set(),
     aborts: new Set(),
+    syscallFailed: false,
   };
   fakeTimerId = 0;
   consoleTimers.clear();
   counters.clear();
   if (msg.env !== undefined && msg.env !== null) {
     envVars = Object.assign(Object.create(null), msg.env);
-    envId = msg.envId;
   }
-  // Anything that failed between calls belongs to no call: report it.
-  for (const reason of unhandled) debugLog("error between calls: " + describeThrown(reason));
+  reportBetweenCalls();
+}
+
+// Failures reported while no call runs (a rejection Deno reported after
+// its call ended) belong to no call: they go to stderr.
+function reportBetweenCalls() {
+  for (const reason of unhandled) {
+    debugLog("unhandled error after its call ended: " + describeThrown(reason));
+  }
   unhandled = [];
 }
 
@@ -1086,13 +1119,15 @@ function classify(fn, udfType, udfPath) {
 
 async function runFunction(msg) {
   // msg: {t:"run", dirUrl, module, name, udfType, args, seed, nowMs,
-  //       requestId, importSeed, importNowMs, env?, envId?}
+  //       requestId, importSeed, importNowMs, importing, env?}
   beginCall("run", msg);
   let mod;
   try {
-    const { ns, fresh } = await importModule(msg.dirUrl, msg.module, msg.importSeed, msg.importNowMs);
+    const { ns } = await importModule(msg.dirUrl, msg.module, msg.importSeed, msg.importNowMs);
     mod = ns;
-    if (fresh) writeFrame({ t: "imported" });
+    // The host times the import apart from the call when it thinks the
+    // module is new to this worker; tell it the import is over.
+    if (msg.importing) writeFrame({ t: "imported" });
   } catch (e) {
     return finish({ t: "done", error: errorPayload(e) });
   }
@@ -1116,7 +1151,7 @@ async function runFunction(msg) {
     mode = "deterministic";
     seedRng(msg.seed);
     frozenNowMs = msg.nowMs;
-    frozenPerf = realPerformanceNow();
+    callStartPerf = realPerformanceNow();
   }
   phase = "run";
   let result;
@@ -1128,6 +1163,9 @@ async function runFunction(msg) {
   } catch (e) {
     return finish({ t: "done", error: errorPayload(e) });
   }
+  // A failed syscall whose promise nobody awaited (a write that failed) must
+  // fail the call, as in Convex: let Deno report such rejections now.
+  if (call.syscallFailed) await eventLoopTurn();
   if (result === NEVER) {
     return finish({ t: "done", error: { message: "Returned promise will never resolve" } });
   }
@@ -1219,6 +1257,10 @@ async function main() {
       endCall();
     }
     writeFrame(reply);
+    // While the host reads the answer, give Deno a turn to report what the
+    // call left behind, so none of it is blamed on the next call.
+    await eventLoopTurn();
+    reportBetweenCalls();
   }
 }
 

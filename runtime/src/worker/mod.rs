@@ -107,7 +107,7 @@ pub fn default_time_limit(udf_type: UdfType) -> Duration {
 
 /// The deployment's environment variables (`process.env`), with a version
 /// so a worker is sent them only when they change.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvVars {
     vars: BTreeMap<String, String>,
     id: u64,
@@ -135,6 +135,12 @@ impl EnvVars {
     /// The variables.
     pub fn vars(&self) -> &BTreeMap<String, String> {
         &self.vars
+    }
+}
+
+impl Default for EnvVars {
+    fn default() -> EnvVars {
+        EnvVars::new(BTreeMap::new())
     }
 }
 
@@ -578,6 +584,7 @@ impl Runtime {
         let worker = lease.worker();
         let env = (worker.env_id != Some(req.env.id)).then_some(&req.env.vars);
         let canonical_path = format!("{module}:{name}");
+        let needs_import = !worker.loaded.contains(&(set_id.clone(), module.clone()));
         let message = ToWorker::Run {
             dir_url: &dir_url,
             module: &module,
@@ -589,9 +596,9 @@ impl Runtime {
             request_id: &req.request_id,
             import_seed: protocol::hex(&phase.rng_seed),
             import_now_ms: phase.unix_time_ms,
+            importing: needs_import,
             env,
         };
-        let needs_import = !worker.loaded.contains(&(set_id.clone(), module.clone()));
         if let Err(e) = worker.send(&message) {
             let detail = format!("sending the call: {e}; {}", worker.exit_detail());
             return Err(RuntimeError::WorkerCrashed {

@@ -309,3 +309,76 @@ fn drain_stderr(mut stderr: impl Read, id: u64, pid: u32, tail: &Mutex<VecDeque<
     }
     emit(&mut line);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `script` under the flags of a `kind` worker and returns what it
+    /// printed.
+    fn probe(kind: WorkerKind, script: &str) -> String {
+        let deno = crate::deno::search_upwards(&[PathBuf::from(env!("CARGO_MANIFEST_DIR"))])
+            .expect("run `npm ci` in the repository root first");
+        let dir = tempfile::tempdir().unwrap();
+        let readable = dir.path().join("sets");
+        std::fs::create_dir_all(&readable).unwrap();
+        std::fs::write(readable.join("inside.txt"), "inside").unwrap();
+        let file = dir.path().join("probe.js");
+        std::fs::write(&file, script).unwrap();
+        let output = Command::new(deno)
+            .arg("run")
+            .args(permission_flags(kind, &readable))
+            .arg(&file)
+            .env_clear()
+            .env("NO_COLOR", "1")
+            .env("SECRET", "s3cret")
+            .env("DENO_DIR", dir.path().join("deno"))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    const PROBE: &str = r#"
+        const attempt = (f) => { try { return String(f()); } catch (e) { return e.name; } };
+        const dir = Deno.cwd() + "/sets";
+        console.log(JSON.stringify({
+          inside: attempt(() => Deno.readTextFileSync(dir + "/inside.txt")),
+          hostname: attempt(() => Deno.readTextFileSync("/etc/hostname")),
+          write: attempt(() => Deno.writeTextFileSync(dir + "/new.txt", "x")),
+          env: attempt(() => Deno.env.get("SECRET")),
+          run: attempt(() => new Deno.Command("/bin/sh", { args: ["-c", "true"] }).outputSync().code),
+          net: attempt(() => { const l = Deno.listen({ hostname: "127.0.0.1", port: 0 }); l.close(); return "listened"; }),
+        }));
+    "#;
+
+    #[test]
+    fn udf_workers_may_only_read_their_directory() {
+        let seen: serde_json::Value = serde_json::from_str(&probe(WorkerKind::Udf, PROBE)).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::json!({
+                "inside": "inside", "hostname": "NotCapable", "write": "NotCapable",
+                "env": "NotCapable", "run": "NotCapable", "net": "NotCapable",
+            })
+        );
+    }
+
+    #[test]
+    fn action_workers_also_have_the_network() {
+        let seen: serde_json::Value =
+            serde_json::from_str(&probe(WorkerKind::Action, PROBE)).unwrap();
+        assert_eq!(
+            seen,
+            serde_json::json!({
+                "inside": "inside", "hostname": "NotCapable", "write": "NotCapable",
+                "env": "NotCapable", "run": "NotCapable", "net": "listened",
+            })
+        );
+    }
+}

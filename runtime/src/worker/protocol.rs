@@ -128,6 +128,9 @@ pub(crate) enum ToWorker<'a> {
         request_id: &'a str,
         import_seed: String,
         import_now_ms: u64,
+        /// The host times this call's import apart (the worker answers
+        /// with `imported` once the module is loaded).
+        importing: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         env: Option<&'a BTreeMap<String, String>>,
     },
@@ -221,6 +224,7 @@ mod tests {
             request_id: "",
             import_seed: String::new(),
             import_now_ms: 0,
+            importing: false,
             env: None,
         })
         .unwrap();

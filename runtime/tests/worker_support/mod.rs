@@ -2,6 +2,7 @@
 //! CLI bundles it, a runtime over real Deno workers, and a syscall handler
 //! with an in-memory table store.
 
+// Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -171,7 +172,9 @@ impl SyscallHandler for TestHandler {
                 if let Some(tx) = &self.on_get {
                     let _ = tx.send(());
                 }
-                std::thread::sleep(self.get_delay);
+                if !self.get_delay.is_zero() {
+                    std::thread::sleep(self.get_delay);
+                }
                 let docs = self.store.docs.lock().unwrap();
                 Ok(docs
                     .get(args["id"].as_str().unwrap_or(""))
@@ -202,6 +205,17 @@ impl SyscallHandler for TestHandler {
                 } else {
                     Ok(json!({ "value": rows.remove(0), "done": false }))
                 }
+            }
+            "1.0/shallowMerge" | "1.0/replace" | "1.0/remove" => {
+                let id = args["id"].as_str().unwrap_or("");
+                if !self.store.docs.lock().unwrap().contains_key(id) {
+                    return Err(SyscallError::new(format!(
+                        "Update on nonexistent document ID {id}"
+                    )));
+                }
+                Err(SyscallError::new(format!(
+                    "{op} is not supported by the test store"
+                )))
             }
             "1.0/queryCleanup" => Ok(json!(self
                 .streams
