@@ -1131,6 +1131,7 @@ async function runFunction(msg) {
   } catch (e) {
     return finish({ t: "done", error: errorPayload(e) });
   }
+  if (msg.udfType === "HttpAction") return await runHttpAction(mod, msg);
   const udfPath = `${msg.module}:${msg.name}`;
   let fn;
   try {
@@ -1173,6 +1174,47 @@ async function runFunction(msg) {
     return finish({ t: "done", error: { message: `Function ${udfPath} returned a non-string from ${invoker.invoke}` } });
   }
   return finish({ t: "done", ok: result });
+}
+
+// HTTP actions: `msg.args` is the request, {method, url, headers: [[name,
+// value]], body: base64 | null}; the answer is the response, {status,
+// headers, body: base64}.
+async function runHttpAction(mod, msg) {
+  const router = mod.default;
+  if (router === null || typeof router !== "object" || router.isRouter !== true) {
+    return finish({ t: "done", error: { message: "The default export of `convex/http.js` is not a Router." } });
+  }
+  const req = JSONparse(msg.args);
+  mode = "real";
+  phase = "run";
+  let response;
+  try {
+    const match = router.lookup(new URL(req.url).pathname, req.method);
+    if (match === null) {
+      response = new Response("No matching routes found", { status: 404 });
+    } else {
+      const [handler] = match;
+      const body = req.body === null || req.method === "GET" || req.method === "HEAD"
+        ? undefined
+        : base64ToBytes(req.body);
+      const request = new Request(req.url, { method: req.method, headers: req.headers, body });
+      const result = await settle(handler.invokeHttpAction(request));
+      if (result === NEVER) {
+        return finish({ t: "done", error: { message: "Returned promise will never resolve" } });
+      }
+      if (!(result instanceof Response)) {
+        return finish({ t: "done", error: { message: "HTTP actions must return a Response" } });
+      }
+      response = result;
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    return finish({
+      t: "done",
+      ok: JSONstringify({ status: response.status, headers: [...response.headers], body: bytesToBase64(bytes) }),
+    });
+  } catch (e) {
+    return finish({ t: "done", error: errorPayload(e) });
+  }
 }
 
 // ---------------------------------------------------------------------------

@@ -22,8 +22,8 @@ pub use analyze::{Analysis, AnalyzedFunction, AnalyzedModule, HttpRoute, Visibil
 pub use deno::{find_deno, DenoBinary, DenoError};
 pub use modules::{ImportPhase, InvalidModulePath, Module, ModuleSet, ModuleSetId};
 pub use worker::{
-    canonicalize_udf_path, default_time_limit, EnvVars, JsError, RunOutcome, RunRequest, Runtime,
-    RuntimeConfig, RuntimeError,
+    canonicalize_udf_path, default_time_limit, EnvVars, HttpOutcome, HttpRequest, HttpResponse,
+    HttpRunRequest, JsError, RunOutcome, RunRequest, Runtime, RuntimeConfig, RuntimeError,
 };
 
 /// The kind of a Convex function.

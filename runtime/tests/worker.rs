@@ -106,7 +106,12 @@ fn analysis_describes_functions_routes_crons_and_schema() {
     assert!(http.functions.is_empty());
     assert_eq!(
         serde_json::to_value(&http.http_routes).unwrap(),
-        json!([{"path": "/hello", "method": "GET"}, {"path": "/files/*", "method": "POST"}])
+        json!([
+            {"path": "/echo", "method": "POST"},
+            {"path": "/fail", "method": "GET"},
+            {"path": "/hello", "method": "GET"},
+            {"path": "/files/*", "method": "POST"}
+        ])
     );
     assert_eq!(
         analysis.modules["crons.js"].cron_specs.as_ref().unwrap()["tidy up"]["name"],
@@ -806,4 +811,83 @@ fn many_threads_share_a_small_pool() {
         t.join().unwrap();
     }
     assert!(rt.live_workers().0 <= 3);
+}
+
+#[test]
+fn running_out_of_memory_fails_the_call_with_convexs_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = runtime::RuntimeConfig::new(deno(), dir.path().join("modules"));
+    config.heap_limit_mib = 64;
+    let rt = runtime::Runtime::new(config).unwrap();
+    let modules = fixture_modules();
+    let mut h = TestHandler::new(&rt, &modules, &Store::default());
+    let mut req = RunRequest::new(modules.clone(), "errors:oom", UdfType::Query, "{}");
+    req.user_time_limit = Duration::from_secs(20);
+    let out = rt.run(req, &mut h).unwrap();
+    assert_eq!(
+        err(&out),
+        "JavaScript execution ran out of memory (maximum memory usage: 64 MB)"
+    );
+    let out = run(
+        &rt,
+        &mut h,
+        "messages:hello",
+        UdfType::Query,
+        json!({"name": "ok"}),
+    );
+    assert_eq!(ok(&out), "Hello, ok!");
+}
+
+#[test]
+fn http_actions_route_requests_through_the_router() {
+    use runtime::{HttpRequest, HttpRunRequest};
+    let rt = shared_runtime();
+    let modules = fixture_modules();
+    let mut h = TestHandler::new(&rt, &modules, &Store::default());
+    let mut call = |method: &str, path: &str, body: Option<&str>| {
+        let request = HttpRequest {
+            method: method.to_owned(),
+            url: format!("https://example.convex.site{path}"),
+            headers: vec![("x-test".to_owned(), "t1".to_owned())],
+            body: body.map(|b| b.as_bytes().to_vec()),
+        };
+        rt.run_http_action(HttpRunRequest::new(modules.clone(), request), &mut h)
+            .unwrap()
+    };
+
+    let out = call("GET", "/hello", None);
+    let response = out.result.unwrap();
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (200, &b"hello"[..])
+    );
+
+    let out = call("POST", "/echo?x=1", Some("payload"));
+    assert_eq!(out.log_lines, ["[LOG] 'echo' 't1'"]);
+    let response = out.result.unwrap();
+    assert_eq!(response.status, 201);
+    assert!(response
+        .headers
+        .contains(&("x-reply".to_owned(), "yes".to_owned())));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&response.body).unwrap(),
+        json!({"greeting": "Hello, http!", "body": "payload",
+               "url": "https://example.convex.site/echo?x=1"})
+    );
+
+    let response = call("POST", "/files/a/b", Some("x")).result.unwrap();
+    assert_eq!((response.status, response.body.len()), (204, 0));
+
+    let response = call("GET", "/nowhere", None).result.unwrap();
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (404, &b"No matching routes found"[..])
+    );
+
+    let out = call("GET", "/fail", None);
+    assert!(out
+        .result
+        .unwrap_err()
+        .message
+        .starts_with("Uncaught Error: http boom\n    at "));
 }

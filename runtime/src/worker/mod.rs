@@ -542,36 +542,19 @@ impl Runtime {
     /// `Ok` whenever the function ran or was refused for a reason Convex
     /// reports to the caller (not found, wrong type, threw, timed out, ran
     /// out of memory); `Err` when the runtime failed (no worker, the worker
-    /// died or broke the protocol).
+    /// died or broke the protocol). HTTP actions go through
+    /// [`Runtime::run_http_action`].
     pub fn run(
         &self,
         req: RunRequest,
         handler: &mut dyn SyscallHandler,
     ) -> Result<RunOutcome, RuntimeError> {
-        let refused = |e: JsError| RunOutcome {
-            result: Err(e),
-            log_lines: Vec::new(),
-            user_time: Duration::ZERO,
-        };
-        let (module, name) = canonicalize_udf_path(&req.path);
-        if module.starts_with("_deps/") || req.modules.get(&module).is_none() {
-            return Ok(refused(module_not_found(&module)));
+        if req.udf_type == UdfType::HttpAction {
+            return Err(RuntimeError::Unsupported(
+                "HTTP actions run through Runtime::run_http_action".to_owned(),
+            ));
         }
-        let kind = match req.udf_type {
-            UdfType::Query | UdfType::Mutation => WorkerKind::Udf,
-            UdfType::Action => WorkerKind::Action,
-            UdfType::HttpAction => {
-                return Err(RuntimeError::Unsupported(
-                    "HTTP actions are not run through Runtime::run".to_owned(),
-                ))
-            }
-        };
-        let dir = self.ensure_written(&req.modules)?;
-        let dir_url = protocol::dir_url(&dir);
-        let (_depth, nested) = DepthGuard::enter();
-        let set_id = req.modules.id().clone();
-        let mut lease = self.lease(kind, Some(&set_id), nested || req.nested)?;
-
+        let (module, name) = canonicalize_udf_path(&req.path);
         let args = {
             let trimmed = req.args_json.trim_start();
             if trimmed.starts_with('[') {
@@ -580,20 +563,144 @@ impl Runtime {
                 format!("[{}]", req.args_json)
             }
         };
-        let phase = req.modules.import_phase();
+        let raw = self.invoke(
+            Invocation {
+                modules: &req.modules,
+                module,
+                name,
+                udf_type: req.udf_type,
+                args,
+                seed: req.seed,
+                now_ms: req.now_ms,
+                request_id: &req.request_id,
+                user_time_limit: req.user_time_limit,
+                env: &req.env,
+                nested: req.nested,
+            },
+            handler,
+        )?;
+        let result = match raw.result {
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    return Err(RuntimeError::Protocol {
+                        pid: raw.pid,
+                        path: req.path,
+                        detail: format!("the result is not JSON: {e}"),
+                    })
+                }
+            },
+            Err(e) => Err(e),
+        };
+        Ok(RunOutcome {
+            result,
+            log_lines: raw.log_lines,
+            user_time: raw.user_time,
+        })
+    }
+
+    /// Runs the HTTP action `http.js`'s router routes `req.request` to,
+    /// answering its syscalls with `handler`. No route gives a 404 response
+    /// with "No matching routes found". The request and response bodies are
+    /// buffered whole.
+    pub fn run_http_action(
+        &self,
+        req: HttpRunRequest,
+        handler: &mut dyn SyscallHandler,
+    ) -> Result<HttpOutcome, RuntimeError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let args = serde_json::json!({
+            "method": req.request.method,
+            "url": req.request.url,
+            "headers": req.request.headers,
+            "body": req.request.body.as_ref().map(|b| b64.encode(b)),
+        })
+        .to_string();
+        let raw = self.invoke(
+            Invocation {
+                modules: &req.modules,
+                module: "http.js".to_owned(),
+                name: "default".to_owned(),
+                udf_type: UdfType::HttpAction,
+                args,
+                seed: [0; 32],
+                now_ms: 0,
+                request_id: &req.request_id,
+                user_time_limit: req.user_time_limit,
+                env: &req.env,
+                nested: req.nested,
+            },
+            handler,
+        )?;
+        let result = match raw.result {
+            Ok(text) => {
+                let broken = |detail: String| RuntimeError::Protocol {
+                    pid: raw.pid,
+                    path: "http.js".to_owned(),
+                    detail,
+                };
+                let wire: HttpResponseWire = serde_json::from_str(&text)
+                    .map_err(|e| broken(format!("the response is not valid: {e}")))?;
+                let body = b64
+                    .decode(wire.body)
+                    .map_err(|e| broken(format!("the response body is not base64: {e}")))?;
+                Ok(HttpResponse {
+                    status: wire.status,
+                    headers: wire.headers,
+                    body,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        Ok(HttpOutcome {
+            result,
+            log_lines: raw.log_lines,
+            user_time: raw.user_time,
+        })
+    }
+
+    fn invoke(
+        &self,
+        inv: Invocation<'_>,
+        handler: &mut dyn SyscallHandler,
+    ) -> Result<RawOutcome, RuntimeError> {
+        let refused = |e: JsError| RawOutcome {
+            result: Err(e),
+            log_lines: Vec::new(),
+            user_time: Duration::ZERO,
+            pid: 0,
+        };
+        let module = inv.module;
+        let name = inv.name;
+        if module.starts_with("_deps/") || inv.modules.get(&module).is_none() {
+            return Ok(refused(module_not_found(&module)));
+        }
+        let kind = match inv.udf_type {
+            UdfType::Query | UdfType::Mutation => WorkerKind::Udf,
+            UdfType::Action | UdfType::HttpAction => WorkerKind::Action,
+        };
+        let dir = self.ensure_written(inv.modules)?;
+        let dir_url = protocol::dir_url(&dir);
+        let (_depth, nested) = DepthGuard::enter();
+        let set_id = inv.modules.id().clone();
+        let mut lease = self.lease(kind, Some(&set_id), nested || inv.nested)?;
+
+        let phase = inv.modules.import_phase();
         let worker = lease.worker();
-        let env = (worker.env_id != Some(req.env.id)).then_some(&req.env.vars);
+        let pid = worker.pid();
+        let env = (worker.env_id != Some(inv.env.id)).then_some(&inv.env.vars);
         let canonical_path = format!("{module}:{name}");
         let needs_import = !worker.loaded.contains(&(set_id.clone(), module.clone()));
         let message = ToWorker::Run {
             dir_url: &dir_url,
             module: &module,
             name: &name,
-            udf_type: req.udf_type.as_str(),
-            args: &args,
-            seed: protocol::hex(&req.seed),
-            now_ms: req.now_ms,
-            request_id: &req.request_id,
+            udf_type: inv.udf_type.as_str(),
+            args: &inv.args,
+            seed: protocol::hex(&inv.seed),
+            now_ms: inv.now_ms,
+            request_id: inv.request_id,
             import_seed: protocol::hex(&phase.rng_seed),
             import_now_ms: phase.unix_time_ms,
             importing: needs_import,
@@ -602,17 +709,17 @@ impl Runtime {
         if let Err(e) = worker.send(&message) {
             let detail = format!("sending the call: {e}; {}", worker.exit_detail());
             return Err(RuntimeError::WorkerCrashed {
-                pid: worker.pid(),
+                pid,
                 path: canonical_path,
                 detail,
             });
         }
-        worker.env_id = Some(req.env.id);
+        worker.env_id = Some(inv.env.id);
         worker.calls += 1;
 
         let mut call = CallState {
             path: canonical_path,
-            user_limit: req.user_time_limit,
+            user_limit: inv.user_time_limit,
             import_limit: self.inner.config.import_time_limit,
             importing: needs_import,
             user_time: Duration::ZERO,
@@ -625,32 +732,19 @@ impl Runtime {
                 worker.sets.push(set_id.clone());
             }
         });
-        let pid = lease.worker().pid();
+        let mut raw = |result| RawOutcome {
+            result,
+            log_lines: std::mem::take(&mut call.log_lines),
+            user_time: call.user_time,
+            pid,
+        };
         match outcome {
             Ok(Finished::Done(result)) => {
-                let result = match result {
-                    Ok(text) => match serde_json::from_str(&text) {
-                        Ok(v) => Ok(v),
-                        Err(e) => {
-                            lease.finish(false);
-                            return Err(RuntimeError::Protocol {
-                                pid,
-                                path: call.path,
-                                detail: format!("result is not JSON: {e}"),
-                            });
-                        }
-                    },
-                    Err(e) => Err(JsError {
-                        message: e.message,
-                        data: e.data,
-                    }),
-                };
                 lease.finish(true);
-                Ok(RunOutcome {
-                    result,
-                    log_lines: call.log_lines,
-                    user_time: call.user_time,
-                })
+                Ok(raw(result.map_err(|e| JsError {
+                    message: e.message,
+                    data: e.data,
+                })))
             }
             Ok(Finished::Analysis { .. }) => {
                 lease.finish(false);
@@ -662,24 +756,16 @@ impl Runtime {
             }
             Ok(Finished::TimedOut(limit)) => {
                 lease.finish(false);
-                Ok(RunOutcome {
-                    result: Err(JsError::from_message(format!(
-                        "Function execution timed out (maximum duration: {limit:?})"
-                    ))),
-                    log_lines: call.log_lines,
-                    user_time: call.user_time,
-                })
+                Ok(raw(Err(JsError::from_message(format!(
+                    "Function execution timed out (maximum duration: {limit:?})"
+                )))))
             }
             Ok(Finished::OutOfMemory) => {
                 lease.finish(false);
-                Ok(RunOutcome {
-                    result: Err(JsError::from_message(format!(
-                        "JavaScript execution ran out of memory (maximum memory usage: {} MB)",
-                        self.inner.config.heap_limit_mib
-                    ))),
-                    log_lines: call.log_lines,
-                    user_time: call.user_time,
-                })
+                Ok(raw(Err(JsError::from_message(format!(
+                    "JavaScript execution ran out of memory (maximum memory usage: {} MB)",
+                    self.inner.config.heap_limit_mib
+                )))))
             }
             Err(e) => {
                 lease.finish(false);
@@ -687,6 +773,103 @@ impl Runtime {
             }
         }
     }
+}
+
+/// One call as the worker gets it.
+struct Invocation<'a> {
+    modules: &'a Arc<ModuleSet>,
+    module: String,
+    name: String,
+    udf_type: UdfType,
+    /// JSON text: the positional args array, or an HTTP action's request.
+    args: String,
+    seed: [u8; 32],
+    now_ms: u64,
+    request_id: &'a str,
+    user_time_limit: Duration,
+    env: &'a EnvVars,
+    nested: bool,
+}
+
+/// What a call produced, its result still JSON text.
+struct RawOutcome {
+    result: Result<String, JsError>,
+    log_lines: Vec<String>,
+    user_time: Duration,
+    pid: u32,
+}
+
+/// An HTTP request for an HTTP action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The full URL (`https://host/path?query`); its path picks the route.
+    pub url: String,
+    /// Header name/value pairs, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+/// The response of an HTTP action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header name/value pairs (names lowercase, as `Headers` keeps them).
+    pub headers: Vec<(String, String)>,
+    /// The body (empty for none).
+    pub body: Vec<u8>,
+}
+
+#[derive(serde::Deserialize)]
+struct HttpResponseWire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+/// One HTTP action call to run.
+#[derive(Clone, Debug)]
+pub struct HttpRunRequest {
+    /// The deployment's modules (with `http.js`).
+    pub modules: Arc<ModuleSet>,
+    /// The request.
+    pub request: HttpRequest,
+    /// Echoed into the action's syscalls.
+    pub request_id: String,
+    /// User time allowed.
+    pub user_time_limit: Duration,
+    /// `process.env`.
+    pub env: Arc<EnvVars>,
+    /// Treat as nested in another call even on a different thread.
+    pub nested: bool,
+}
+
+impl HttpRunRequest {
+    /// A request with the action time limit and no environment variables.
+    pub fn new(modules: Arc<ModuleSet>, request: HttpRequest) -> HttpRunRequest {
+        HttpRunRequest {
+            modules,
+            request,
+            request_id: String::new(),
+            user_time_limit: default_time_limit(UdfType::HttpAction),
+            env: Arc::new(EnvVars::default()),
+            nested: false,
+        }
+    }
+}
+
+/// What an HTTP action produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpOutcome {
+    /// The response, or the action's error (the server answers 500).
+    pub result: Result<HttpResponse, JsError>,
+    /// `console.*` output.
+    pub log_lines: Vec<String>,
+    /// Time spent in the worker, excluding syscalls and module import.
+    pub user_time: Duration,
 }
 
 /// The bookkeeping of one call in flight.
