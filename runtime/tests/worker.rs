@@ -891,3 +891,77 @@ fn http_actions_route_requests_through_the_router() {
         .message
         .starts_with("Uncaught Error: http boom\n    at "));
 }
+
+#[test]
+fn actions_store_and_read_files_through_the_storage_js_syscalls() {
+    let rt = shared_runtime();
+    let modules = fixture_modules();
+    let store = Store::default();
+    let mut h = TestHandler::new(&rt, &modules, &store);
+    let out = run(
+        &rt,
+        &mut h,
+        "actions:storeAndGet",
+        UdfType::Action,
+        json!({}),
+    );
+    assert_eq!(
+        ok(&out),
+        &json!({"id": "storage1", "text": "hi there", "type": "text/plain", "missing": null})
+    );
+    let stored = h
+        .calls
+        .iter()
+        .find(|c| c.op == "storage/storeBlob")
+        .unwrap();
+    assert_eq!(stored.args["blob"], "aGkgdGhlcmU=");
+    assert_eq!(stored.args["contentType"], "text/plain");
+    assert_eq!(stored.args["version"], "1.48.0");
+    assert!(stored.is_async);
+}
+
+#[test]
+fn a_worker_that_writes_garbage_is_killed() {
+    // A stand-in for Deno that starts like a worker, then answers a call
+    // with bytes that are not a frame.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake-deno");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n\
+         if [ \"$1\" = \"--version\" ]; then echo 'deno 0.0.0'; exit 0; fi\n\
+         printf '\\033\\000\\000\\000{\"t\":\"ready\",\"deno\":\"fake\"}'\n\
+         /usr/bin/head -c 1 >/dev/null\n\
+         printf 'this is not a frame'\n\
+         sleep 30\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rt =
+        runtime::Runtime::new(runtime::RuntimeConfig::new(fake, dir.path().join("m"))).unwrap();
+    assert_eq!(rt.deno_version(), "0.0.0");
+    let modules = fixture_modules();
+    let mut h = TestHandler::new(&rt, &modules, &Store::default());
+    let started = Instant::now();
+    let mut req = RunRequest::new(
+        modules.clone(),
+        "messages:hello",
+        UdfType::Query,
+        r#"{"name":"x"}"#,
+    );
+    req.user_time_limit = Duration::from_secs(20);
+    match rt.run(req, &mut h) {
+        Err(RuntimeError::Protocol { path, detail, .. }) => {
+            assert_eq!(path, "messages.js:hello");
+            assert!(detail.contains("frame of"), "{detail}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(rt.live_workers().0, 0, "the worker was killed, not kept");
+}

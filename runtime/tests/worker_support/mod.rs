@@ -217,6 +217,19 @@ impl SyscallHandler for TestHandler {
                     "{op} is not supported by the test store"
                 )))
             }
+            "storage/storeBlob" => {
+                let mut docs = self.store.docs.lock().unwrap();
+                let id = format!("storage{}", docs.len() + 1);
+                docs.insert(id.clone(), json!({"_table": "_storage", "blob": args["blob"], "contentType": args["contentType"]}));
+                Ok(json!(id))
+            }
+            "storage/getBlob" => {
+                let docs = self.store.docs.lock().unwrap();
+                Ok(match docs.get(args["storageId"].as_str().unwrap_or("")) {
+                    Some(doc) => json!({"blob": doc["blob"], "contentType": doc["contentType"]}),
+                    None => Value::Null,
+                })
+            }
             "1.0/queryCleanup" => Ok(json!(self
                 .streams
                 .remove(&args["queryId"].as_u64().unwrap())
