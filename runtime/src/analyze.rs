@@ -150,8 +150,15 @@ impl Runtime {
             user_time: Default::default(),
             import_time: Default::default(),
             log_lines: Vec::new(),
+            killed: false,
         };
-        let finished = drive(&mut lease, &mut call, &mut NoSyscalls, |_, _| {});
+        let finished = drive(
+            &self.inner().watchdog,
+            &mut lease,
+            &mut call,
+            &mut NoSyscalls,
+            |_, _| {},
+        );
         for line in &call.log_lines {
             tracing::info!("analysis log: {line}");
         }
@@ -164,11 +171,11 @@ impl Runtime {
                 if !worker.sets.contains(&set_id) {
                     worker.sets.push(set_id);
                 }
-                lease.finish(true);
+                lease.finish(!call.killed);
                 Ok(Analysis { modules, schema })
             }
             Ok(Finished::Done(Err(e))) => {
-                lease.finish(true);
+                lease.finish(!call.killed);
                 Err(RuntimeError::Analysis { message: e.message })
             }
             Ok(Finished::Done(Ok(_))) => {

@@ -10,6 +10,14 @@
 //!
 //! Invariant kept here: user code never touches storage, the network or
 //! the file system except through a syscall this crate answered.
+//! (Actions are the one exception DESIGN.md makes: their workers may use
+//! the network, through `fetch`.)
+//!
+//! Modules: [`deno`] finds the Deno binary; [`modules`] holds a push's
+//! modules and writes them to disk once; [`worker`] keeps the pools of
+//! worker processes and runs calls ([`Runtime::run`],
+//! [`Runtime::run_http_action`]); [`analyze`] describes a push
+//! ([`Runtime::analyze`]).
 
 use serde::{Deserialize, Serialize};
 

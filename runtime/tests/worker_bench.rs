@@ -1,6 +1,7 @@
 //! Measurements of the worker round trip (ignored by default; run with
 //! `cargo test -p runtime --release --test worker_bench -- --ignored --nocapture`).
-//! Prints the median over many calls of: a trivial query through
+//! Prints the first call's time (worker start and import), an analysis,
+//! and the median over many calls of: a trivial query through
 //! `Runtime::run`, and one syscall's round trip (from the difference
 //! between a query making 1,000 `1.0/get` calls and one making none).
 
@@ -24,6 +25,25 @@ fn round_trips() {
     let modules = fixture_modules();
     let store = Store::default();
     let mut h = TestHandler::new(&rt, &modules, &store);
+    let started = Instant::now();
+    ok(&run(
+        &rt,
+        &mut h,
+        "messages:hello",
+        UdfType::Query,
+        json!({"name": "cold"}),
+    ));
+    println!(
+        "first call (start a worker, import the module): {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    rt.analyze(&modules).unwrap();
+    println!(
+        "analyze the fixture ({} modules): {:?}",
+        modules.len(),
+        started.elapsed()
+    );
     // Warm up: start the worker, import the modules, let V8 optimize.
     for _ in 0..300 {
         ok(&run(

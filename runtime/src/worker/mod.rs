@@ -30,6 +30,7 @@
 pub(crate) mod pool;
 pub(crate) mod process;
 pub(crate) mod protocol;
+pub(crate) mod watchdog;
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
@@ -43,8 +44,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use self::pool::{Checkout, Pool};
-use self::process::{Event, Recv, SpawnSpec, WorkerKind, WorkerProcess};
+use self::process::{Event, SpawnSpec, WorkerKind, WorkerProcess};
 use self::protocol::{ErrorPayload, FromWorker, ToWorker};
+use self::watchdog::Watchdog;
 use crate::deno::{find_deno, DenoError};
 use crate::modules::{ModuleSet, ModuleSetId};
 use crate::{SyscallHandler, UdfType};
@@ -321,6 +323,7 @@ pub(crate) struct Inner {
     written: Mutex<HashSet<ModuleSetId>>,
     pub(crate) udf_pool: Pool,
     pub(crate) action_pool: Pool,
+    pub(crate) watchdog: Arc<Watchdog>,
     next_worker_id: AtomicU64,
 }
 
@@ -328,6 +331,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.udf_pool.shutdown_idle();
         self.action_pool.shutdown_idle();
+        self.watchdog.shutdown();
     }
 }
 
@@ -452,6 +456,7 @@ impl Runtime {
             config.max_module_sets_per_worker,
             config.max_calls_per_worker,
         );
+        let watchdog = Watchdog::start().map_err(io_err("starting the watchdog thread"))?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 config,
@@ -461,6 +466,7 @@ impl Runtime {
                 written: Mutex::new(HashSet::new()),
                 udf_pool,
                 action_pool,
+                watchdog,
                 next_worker_id: AtomicU64::new(1),
             }),
         })
@@ -517,7 +523,7 @@ impl Runtime {
             }),
             Checkout::Spawn => {
                 let id = self.inner.next_worker_id.fetch_add(1, Ordering::Relaxed);
-                match WorkerProcess::spawn(&self.inner.spawn, kind, id) {
+                match WorkerProcess::spawn(&self.inner.spawn, kind, id, &self.inner.watchdog) {
                     Ok(worker) => {
                         pool.register(&worker);
                         Ok(Lease {
@@ -725,13 +731,21 @@ impl Runtime {
             user_time: Duration::ZERO,
             import_time: Duration::ZERO,
             log_lines: Vec::new(),
+            killed: false,
         };
-        let outcome = drive(&mut lease, &mut call, handler, |worker, _| {
-            worker.loaded.insert((set_id.clone(), module.clone()));
-            if !worker.sets.contains(&set_id) {
-                worker.sets.push(set_id.clone());
-            }
-        });
+        let outcome = drive(
+            &self.inner.watchdog,
+            &mut lease,
+            &mut call,
+            handler,
+            |worker, _| {
+                worker.loaded.insert((set_id.clone(), module.clone()));
+                if !worker.sets.contains(&set_id) {
+                    worker.sets.push(set_id.clone());
+                }
+            },
+        );
+        let call_killed = call.killed;
         let mut raw = |result| RawOutcome {
             result,
             log_lines: std::mem::take(&mut call.log_lines),
@@ -740,7 +754,7 @@ impl Runtime {
         };
         match outcome {
             Ok(Finished::Done(result)) => {
-                lease.finish(true);
+                lease.finish(!call_killed);
                 Ok(raw(result.map_err(|e| JsError {
                     message: e.message,
                     data: e.data,
@@ -882,6 +896,8 @@ pub(crate) struct CallState {
     pub user_time: Duration,
     pub import_time: Duration,
     pub log_lines: Vec<String>,
+    /// The worker is dead or was killed: never reuse it.
+    pub killed: bool,
 }
 
 /// How a call ended, short of a runtime failure.
@@ -900,59 +916,75 @@ pub(crate) enum Finished {
 const MAX_LOG_LINES: usize = 256;
 
 /// Answers the worker's frames until the call ends. `on_imported` runs
-/// when the worker reports that it finished importing the module.
+/// when the worker reports that it finished importing the module. The
+/// worker's time is limited through `watchdog`: armed while the worker
+/// runs, disarmed while `handler` answers a syscall.
 pub(crate) fn drive(
+    watchdog: &Watchdog,
     lease: &mut Lease<'_>,
     call: &mut CallState,
     handler: &mut dyn SyscallHandler,
     mut on_imported: impl FnMut(&mut WorkerProcess, &mut CallState),
 ) -> Result<Finished, RuntimeError> {
     let worker = lease.worker();
-    loop {
-        let (limit, spent) = if call.importing {
+    let id = worker.id;
+    let switch = Arc::clone(worker.switch());
+    let current_limit = |call: &CallState| {
+        if call.importing {
             (call.import_limit, call.import_time)
         } else {
             (call.user_limit, call.user_time)
-        };
-        let remaining = limit.saturating_sub(spent);
-        let started = Instant::now();
-        let received = worker.recv(remaining);
-        let elapsed = started.elapsed();
-        if call.importing {
-            call.import_time += elapsed;
-        } else {
-            call.user_time += elapsed;
         }
-        let message = match received {
-            Recv::Timeout => {
-                tracing::info!(
-                    worker = worker.id,
-                    pid = worker.pid(),
-                    path = call.path,
-                    "function timed out after {limit:?}; killing its worker"
-                );
-                worker.kill();
-                return Ok(Finished::TimedOut(limit));
-            }
-            Recv::Event(Event::Message(m)) => m,
-            Recv::Event(Event::Closed) => {
+    };
+    let arm = |call: &CallState, since: Instant| {
+        let (limit, spent) = current_limit(call);
+        watchdog.arm(id, since + limit.saturating_sub(spent), &switch);
+    };
+    // The worker has been running since `since`.
+    let mut since = Instant::now();
+    arm(call, since);
+    let finished = loop {
+        let event = worker.recv();
+        let now = Instant::now();
+        if call.importing {
+            call.import_time += now - since;
+        } else {
+            call.user_time += now - since;
+        }
+        since = now;
+        if switch.fired() {
+            let (limit, _) = current_limit(call);
+            tracing::info!(
+                worker = id,
+                pid = worker.pid(),
+                path = call.path,
+                "function timed out after {limit:?}; its worker was killed"
+            );
+            call.killed = true;
+            break Ok(Finished::TimedOut(limit));
+        }
+        let message = match event {
+            Event::Message(m) => m,
+            Event::Closed => {
+                call.killed = true;
                 let detail = worker.exit_detail();
                 if worker
                     .stderr_tail()
                     .iter()
                     .any(|l| l.contains("out of memory") || l.contains("heap limit"))
                 {
-                    return Ok(Finished::OutOfMemory);
+                    break Ok(Finished::OutOfMemory);
                 }
-                return Err(RuntimeError::WorkerCrashed {
+                break Err(RuntimeError::WorkerCrashed {
                     pid: worker.pid(),
                     path: call.path.clone(),
                     detail,
                 });
             }
-            Recv::Event(Event::Garbage(detail)) => {
+            Event::Garbage(detail) => {
+                call.killed = true;
                 worker.kill();
-                return Err(RuntimeError::Protocol {
+                break Err(RuntimeError::Protocol {
                     pid: worker.pid(),
                     path: call.path.clone(),
                     detail,
@@ -968,8 +1000,10 @@ pub(crate) fn drive(
             FromWorker::Imported => {
                 call.importing = false;
                 on_imported(worker, call);
+                arm(call, since);
             }
             FromWorker::Syscall { op, args, is_async } => {
+                watchdog.disarm(id);
                 let reply = match serde_json::from_str::<serde_json::Value>(&args) {
                     Ok(args) => match handler.syscall(&op, args, is_async) {
                         Ok(value) => ToWorker::Result {
@@ -995,40 +1029,55 @@ pub(crate) fn drive(
                     },
                 };
                 if let Err(e) = worker.send(&reply) {
+                    call.killed = true;
                     let detail = format!("answering {op}: {e}; {}", worker.exit_detail());
-                    return Err(RuntimeError::WorkerCrashed {
+                    break Err(RuntimeError::WorkerCrashed {
                         pid: worker.pid(),
                         path: call.path.clone(),
                         detail,
                     });
                 }
+                since = Instant::now();
+                arm(call, since);
             }
             FromWorker::Done { ok, error } => {
-                return Ok(Finished::Done(match (ok, error) {
+                break Ok(Finished::Done(match (ok, error) {
                     (_, Some(e)) => Err(e),
                     (Some(ok), None) => Ok(ok),
                     (None, None) => Ok("null".to_owned()),
                 }))
             }
             FromWorker::Analysis { modules, schema } => {
-                return Ok(Finished::Analysis { modules, schema })
+                break Ok(Finished::Analysis { modules, schema })
             }
             FromWorker::Ready { .. } => {
+                call.killed = true;
                 worker.kill();
-                return Err(RuntimeError::Protocol {
+                break Err(RuntimeError::Protocol {
                     pid: worker.pid(),
                     path: call.path.clone(),
                     detail: "a second ready frame".to_owned(),
                 });
             }
         }
+    };
+    watchdog.disarm(id);
+    // The watchdog may have fired between the last frame and the disarm: the
+    // answer stands (it came in time), the worker does not.
+    if switch.fired() {
+        call.killed = true;
     }
+    finished
 }
 
 impl Runtime {
     /// The configuration the runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.inner.config
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 }
 

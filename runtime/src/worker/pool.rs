@@ -69,8 +69,8 @@ impl Pool {
         let mut state = self.lock();
         loop {
             while let Some(pos) = pick_idle(&state.idle, set) {
-                let mut worker = state.idle.swap_remove(pos);
-                if worker.is_healthy_idle() {
+                let worker = state.idle.swap_remove(pos);
+                if worker.is_alive() {
                     state.busy.insert(worker.id, worker.pid());
                     return Checkout::Idle(worker);
                 }

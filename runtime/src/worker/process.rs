@@ -1,18 +1,22 @@
-//! One Deno worker process: spawning it with its permissions, the threads
-//! that drain its stdout (frames) and stderr (tracing), and killing it.
+//! One Deno worker process: spawning it with its permissions, reading its
+//! frames, the thread that drains its stderr into tracing, and killing it.
+//!
+//! Frames are read on the thread running the call (one wake-up per frame,
+//! not two); deadlines are enforced by the runtime's [`Watchdog`], which
+//! kills the process through its [`KillSwitch`].
 //!
 //! Invariant: a `WorkerProcess` owns its child; dropping it kills and reaps
 //! the process, so no worker outlives the handle that started it.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, FromWorker, ReadFrame, ToWorker};
+use super::watchdog::{KillSwitch, Watchdog};
 use crate::modules::ModuleSetId;
 
 /// The two kinds of worker, which differ only in their permissions.
@@ -65,21 +69,14 @@ pub(crate) fn permission_flags(kind: WorkerKind, readable_dir: &Path) -> Vec<Str
     flags
 }
 
-/// An event from the stdout thread.
+/// What reading the worker's stdout gave.
 #[derive(Debug)]
 pub(crate) enum Event {
     Message(FromWorker),
     /// Unparseable or oversized output, or the stream ended mid-frame.
     Garbage(String),
-    /// stdout closed: the process is exiting.
+    /// stdout closed: the process is exiting (or was killed).
     Closed,
-}
-
-/// What waiting for the next event gave.
-#[derive(Debug)]
-pub(crate) enum Recv {
-    Event(Event),
-    Timeout,
 }
 
 const STDERR_TAIL_LINES: usize = 40;
@@ -91,9 +88,9 @@ pub(crate) struct WorkerProcess {
     pub id: u64,
     pub kind: WorkerKind,
     pid: u32,
-    child: Child,
+    switch: Arc<KillSwitch>,
     stdin: ChildStdin,
-    events: Receiver<Event>,
+    stdout: BufReader<ChildStdout>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     /// `(set, module path)` pairs this worker has imported.
     pub loaded: HashSet<(ModuleSetId, String)>,
@@ -105,9 +102,18 @@ pub(crate) struct WorkerProcess {
     pub calls: u64,
 }
 
+/// Frames are at most this much larger than one read.
+const STDOUT_BUFFER_BYTES: usize = 64 * 1024;
+
 impl WorkerProcess {
-    /// Starts a worker and waits for its `ready` frame.
-    pub fn spawn(spec: &SpawnSpec, kind: WorkerKind, id: u64) -> io::Result<WorkerProcess> {
+    /// Starts a worker and waits (at most `spec.startup_timeout`, enforced
+    /// by `watchdog`) for its `ready` frame.
+    pub fn spawn(
+        spec: &SpawnSpec,
+        kind: WorkerKind,
+        id: u64,
+        watchdog: &Watchdog,
+    ) -> io::Result<WorkerProcess> {
         let mut cmd = Command::new(&spec.deno);
         cmd.arg("run")
             .args(permission_flags(kind, &spec.readable_dir))
@@ -128,55 +134,42 @@ impl WorkerProcess {
         let mut child = cmd.spawn()?;
         let pid = child.id();
         let stdin = child.stdin.take().expect("piped stdin");
-        let mut stdout = child.stdout.take().expect("piped stdout");
+        let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-
-        let (tx, events) = mpsc::sync_channel(16);
-        std::thread::Builder::new()
-            .name(format!("deno-{id}-out"))
-            .spawn(move || loop {
-                let event = match protocol::read_frame(&mut stdout) {
-                    ReadFrame::Frame(body) => match serde_json::from_slice::<FromWorker>(&body) {
-                        Ok(m) => Event::Message(m),
-                        Err(e) => Event::Garbage(format!(
-                            "unparseable frame ({e}): {}",
-                            String::from_utf8_lossy(&body[..body.len().min(200)])
-                        )),
-                    },
-                    ReadFrame::Eof => Event::Closed,
-                    ReadFrame::Broken(why) => Event::Garbage(why),
-                };
-                let last = !matches!(event, Event::Message(_));
-                if tx.send(event).is_err() || last {
-                    return;
-                }
-            })?;
+        let switch = Arc::new(KillSwitch::new(child));
 
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         let tail = Arc::clone(&stderr_tail);
-        std::thread::Builder::new()
+        if let Err(e) = std::thread::Builder::new()
             .name(format!("deno-{id}-err"))
-            .spawn(move || drain_stderr(stderr, id, pid, &tail))?;
+            .spawn(move || drain_stderr(stderr, id, pid, &tail))
+        {
+            switch.kill();
+            return Err(e);
+        }
 
         let mut worker = WorkerProcess {
             id,
             kind,
             pid,
-            child,
+            switch,
             stdin,
-            events,
+            stdout: BufReader::with_capacity(STDOUT_BUFFER_BYTES, stdout),
             stderr_tail,
             loaded: HashSet::new(),
             sets: Vec::new(),
             env_id: None,
             calls: 0,
         };
-        match worker.recv(spec.startup_timeout) {
-            Recv::Event(Event::Message(FromWorker::Ready { deno })) => {
+        watchdog.arm(id, Instant::now() + spec.startup_timeout, &worker.switch);
+        let first = worker.recv();
+        watchdog.disarm(id);
+        match first {
+            Event::Message(FromWorker::Ready { deno }) if !worker.switch.fired() => {
                 tracing::debug!(worker = id, pid, kind = kind.as_str(), deno, "worker ready");
                 Ok(worker)
             }
-            Recv::Timeout => Err(io::Error::new(
+            _ if worker.switch.fired() => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
                     "no ready frame within {:?}{}",
@@ -184,7 +177,7 @@ impl WorkerProcess {
                     worker.stderr_suffix()
                 ),
             )),
-            Recv::Event(other) => {
+            other => {
                 let detail = worker.exit_detail();
                 Err(io::Error::other(format!(
                     "expected a ready frame, got {other:?}; {detail}"
@@ -198,37 +191,40 @@ impl WorkerProcess {
         self.pid
     }
 
+    /// The handle the watchdog kills the process through.
+    pub fn switch(&self) -> &Arc<KillSwitch> {
+        &self.switch
+    }
+
     /// Sends one message.
     pub fn send(&mut self, message: &ToWorker<'_>) -> io::Result<()> {
         let body = serde_json::to_vec(message).map_err(io::Error::other)?;
         protocol::write_frame(&mut self.stdin, &body)
     }
 
-    /// Waits up to `timeout` for the next event.
-    pub fn recv(&self, timeout: Duration) -> Recv {
-        match self.events.recv_timeout(timeout) {
-            Ok(e) => Recv::Event(e),
-            Err(RecvTimeoutError::Timeout) => Recv::Timeout,
-            Err(RecvTimeoutError::Disconnected) => Recv::Event(Event::Closed),
+    /// Blocks until the next frame (or the end of stdout).
+    pub fn recv(&mut self) -> Event {
+        match protocol::read_frame(&mut self.stdout) {
+            ReadFrame::Frame(body) => match serde_json::from_slice::<FromWorker>(&body) {
+                Ok(m) => Event::Message(m),
+                Err(e) => Event::Garbage(format!(
+                    "unparseable frame ({e}): {}",
+                    String::from_utf8_lossy(&body[..body.len().min(200)])
+                )),
+            },
+            ReadFrame::Eof => Event::Closed,
+            ReadFrame::Broken(why) => Event::Garbage(why),
         }
     }
 
-    /// True if the process is still running and has said nothing since
-    /// its last call ended (an idle worker with news has died or broken).
-    pub fn is_healthy_idle(&mut self) -> bool {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return false;
-        }
-        !matches!(
-            self.events.try_recv(),
-            Ok(_) | Err(mpsc::TryRecvError::Disconnected)
-        )
+    /// True if the process is still running.
+    pub fn is_alive(&self) -> bool {
+        self.switch.try_wait().is_none()
     }
 
     /// Kills the process (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.switch.kill();
     }
 
     /// How the process ended (waiting briefly for it to finish exiting)
@@ -236,12 +232,10 @@ impl WorkerProcess {
     pub fn exit_detail(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_millis(500);
         let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                _ => break None,
+            match self.switch.try_wait() {
+                Some(status) => break Some(status),
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                None => break None,
             }
         };
         let status = match status {
