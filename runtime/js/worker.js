@@ -153,6 +153,7 @@ function debugLog(text) {
  *   dirUrl: string,
  *   logCount: number,
  *   fatal: unknown,
+ *   fatalPlain: boolean,
  *   hasFatal: boolean,
  *   timers: Set<number>,
  *   aborts: Set<AbortController>,
@@ -277,10 +278,15 @@ function cryptoRandomnessRefused() {
     : notInQueriesOrMutations("cryptographic randomness");
 }
 
-/** Ends the current call with `error` even if user code catches it. */
-function uncatchable(error) {
+/**
+ * Ends the current call with `error` even if user code catches it. A
+ * `plain` error is the runtime's own refusal, reported by its message alone
+ * (not as "Uncaught ...").
+ */
+function uncatchable(error, plain = false) {
   if (call !== null && !call.hasFatal) {
     call.fatal = error;
+    call.fatalPlain = plain;
     call.hasFatal = true;
   }
   return error;
@@ -407,11 +413,11 @@ let fakeTimerId = 0;
 function makeTimer(name, real) {
   return function (handler, timeout, ...args) {
     if (mode === "deterministic") {
-      uncatchable(new RealError(notInQueriesOrMutations(name)));
+      uncatchable(new RealError(notInQueriesOrMutations(name)), true);
       return ++fakeTimerId;
     }
     if (typeof handler === "string") {
-      throw uncatchable(new RealError(`Not implemented: code string argument for ${name}.`));
+      throw uncatchable(new RealError(`Not implemented: code string argument for ${name}.`), true);
     }
     if (call === null) return real(handler, timeout, ...args);
     const owner = call;
@@ -917,7 +923,7 @@ function jsSyscall(op, args) {
         return new RealBlob([base64ToBytes(answer.blob)], { type: answer.contentType ?? "" });
       })();
     default:
-      throw uncatchable(new RealError(`Unknown JS syscall: ${op}`));
+      throw uncatchable(new RealError(`Unknown JS syscall: ${op}`), true);
   }
 }
 
@@ -1005,7 +1011,7 @@ async function settle(promise) {
 const loaded = new Map(); // url -> namespace
 
 async function importModule(dirUrl, path, importSeed, importNowMs) {
-  const url = dirUrl + path;
+  const url = dirUrl + encodeURI(path);
   const cached = loaded.get(url);
   if (cached !== undefined) return { ns: cached, fresh: false };
   const saved = { mode, phase, frozenNowMs, callStartPerf, key: chachaKey.slice(), counter: chachaCounter, index: chachaIndex, out: chachaOut.slice() };
@@ -1041,6 +1047,7 @@ function beginCall(kind, msg) {
     dirUrl: msg.dirUrl,
     logCount: 0,
     fatal: undefined,
+    fatalPlain: false,
     hasFatal: false,
     timers: new Set(),
     aborts: new Set(),
@@ -1080,19 +1087,16 @@ function endCall() {
 function finish(outcome) {
   // An uncatchable error wins over whatever the function returned.
   if (call !== null && call.hasFatal) {
-    const fatal = call.fatal;
-    if (fatal instanceof RealError && /^(Can't use|Not implemented|Unknown JS syscall)/.test(fatal.message)) {
-      return { t: "done", error: { message: fatal.message } };
-    }
-    return { t: "done", error: errorPayload(fatal) };
+    if (call.fatalPlain) return { t: "done", error: { message: call.fatal.message } };
+    return { t: "done", error: errorPayload(call.fatal) };
   }
   return outcome;
 }
 
 const INVOKERS = {
-  Query: { flag: "isQuery", invoke: "invokeQuery" },
-  Mutation: { flag: "isMutation", invoke: "invokeMutation" },
-  Action: { flag: "isAction", invoke: "invokeAction" },
+  Query: { invoke: "invokeQuery" },
+  Mutation: { invoke: "invokeMutation" },
+  Action: { invoke: "invokeAction" },
 };
 
 function classify(fn, udfType, udfPath) {

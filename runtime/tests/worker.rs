@@ -669,6 +669,15 @@ fn workers_are_sandboxed() {
             "dynamicImport": "TypeError: Requires read access to \"/etc/hostname\", run again with the --allow-read flag",
         })
     );
+    // New variables reach the same worker; none means none.
+    let mut req = RunRequest::new(modules.clone(), "errors:probe", UdfType::Query, "{}");
+    req.env = Arc::new(EnvVars::new(
+        [("GREETING".to_owned(), "hello again".to_owned())].into(),
+    ));
+    assert_eq!(ok(&rt.run(req, &mut h).unwrap())["envValue"], "hello again");
+    let out = run(&rt, &mut h, "errors:probe", UdfType::Query, json!({}));
+    assert_eq!(ok(&out)["envValue"], Value::Null);
+
     // Deno's API is out of reach of queries and of actions.
     let out = run(&rt, &mut h, "sandbox:readFile", UdfType::Query, json!({}));
     assert_eq!(ok(&out), "no Deno");
