@@ -37,9 +37,13 @@ pub use worker::{
 /// The kind of a Convex function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum UdfType {
+    /// A read-only, deterministic function (`query`).
     Query,
+    /// A transactional, deterministic function (`mutation`).
     Mutation,
+    /// A function with side effects and the network (`action`).
     Action,
+    /// An action answering an HTTP request (`httpAction`).
     HttpAction,
 }
 
@@ -60,11 +64,14 @@ impl UdfType {
 /// `ConvexError` carrying it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyscallError {
+    /// What JavaScript's `Error` says.
     pub message: String,
+    /// A `ConvexError`'s data (Convex JSON), for errors that carry one.
     pub data: Option<serde_json::Value>,
 }
 
 impl SyscallError {
+    /// An error with a message and no data.
     pub fn new(message: impl Into<String>) -> SyscallError {
         SyscallError {
             message: message.into(),
