@@ -434,7 +434,12 @@ impl Runtime {
         let shim_hash = protocol::hex(&Sha256::digest(SHIM_SOURCE.as_bytes())[..8]);
         let shim = shim_dir.join(format!("worker-{shim_hash}.js"));
         if !shim.is_file() {
-            let tmp = shim_dir.join(format!(".worker-{shim_hash}-{}.tmp", std::process::id()));
+            static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+            let tmp = shim_dir.join(format!(
+                ".worker-{shim_hash}-{}-{}.tmp",
+                std::process::id(),
+                NEXT_TMP.fetch_add(1, Ordering::Relaxed)
+            ));
             fs::write(&tmp, SHIM_SOURCE).map_err(io_err(format!("writing {}", tmp.display())))?;
             fs::rename(&tmp, &shim).map_err(io_err(format!("writing {}", shim.display())))?;
         }
