@@ -10,6 +10,14 @@
 //!
 //! Invariant kept here: user code never touches storage, the network or
 //! the file system except through a syscall this crate answered.
+//! (Actions are the one exception DESIGN.md makes: their workers may use
+//! the network, through `fetch`.)
+//!
+//! Modules: [`deno`] finds the Deno binary; [`modules`] holds a push's
+//! modules and writes them to disk once; [`worker`] keeps the pools of
+//! worker processes and runs calls ([`Runtime::run`],
+//! [`Runtime::run_http_action`]); [`analyze`] describes a push
+//! ([`Runtime::analyze`]).
 
 pub mod schema;
 pub mod syscalls;
@@ -17,12 +25,29 @@ pub mod validator;
 
 use serde::{Deserialize, Serialize};
 
+pub mod analyze;
+pub mod deno;
+pub mod modules;
+pub mod worker;
+
+pub use analyze::{Analysis, AnalyzedFunction, AnalyzedModule, HttpRoute, Visibility};
+pub use deno::{find_deno, DenoBinary, DenoError};
+pub use modules::{ImportPhase, InvalidModulePath, Module, ModuleSet, ModuleSetId};
+pub use worker::{
+    canonicalize_udf_path, default_time_limit, EnvVars, HttpOutcome, HttpRequest, HttpResponse,
+    HttpRunRequest, JsError, RunOutcome, RunRequest, Runtime, RuntimeConfig, RuntimeError,
+};
+
 /// The kind of a Convex function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum UdfType {
+    /// A read-only, deterministic function (`query`).
     Query,
+    /// A transactional, deterministic function (`mutation`).
     Mutation,
+    /// A function with side effects and the network (`action`).
     Action,
+    /// An action answering an HTTP request (`httpAction`).
     HttpAction,
 }
 
@@ -43,11 +68,14 @@ impl UdfType {
 /// `ConvexError` carrying it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyscallError {
+    /// What JavaScript's `Error` says.
     pub message: String,
+    /// A `ConvexError`'s data (Convex JSON), for errors that carry one.
     pub data: Option<serde_json::Value>,
 }
 
 impl SyscallError {
+    /// An error with a message and no data.
     pub fn new(message: impl Into<String>) -> SyscallError {
         SyscallError {
             message: message.into(),
