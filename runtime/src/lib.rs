@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod analyze;
 pub mod deno;
+pub mod deployment;
+pub mod execute;
 pub mod modules;
 pub mod worker;
 

@@ -1,0 +1,541 @@
+//! Running a function call end to end: find it in the deployment, check
+//! visibility, type and arguments, run it in a worker against a
+//! transaction, check its return value, and for mutations commit
+//! (re-running on an optimistic-concurrency conflict a bounded number of
+//! times). Actions run outside any transaction; their `runQuery`,
+//! `runMutation` and `runAction` are calls of their own.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use engine::db::{Database, DbError, Transaction};
+use engine::ts::Ts;
+use engine::value::json::{from_json, to_json};
+use engine::value::Value;
+use rand::RngCore;
+use serde_json::{json, Value as JsonValue};
+
+use crate::deployment::{Deployment, PushedModule};
+use crate::schema::{check_existing_in_batches, user_tables, SchemaError};
+use crate::syscalls::{CallContext, DbSyscalls};
+use crate::worker::{EnvVars, RunRequest, Runtime, RuntimeConfig};
+use crate::{SyscallError, SyscallHandler, UdfType};
+
+/// User-code time of a query or mutation (database time excluded).
+pub const QUERY_MUTATION_TIME_LIMIT: Duration = Duration::from_secs(1);
+/// User-code time of an action.
+pub const ACTION_TIME_LIMIT: Duration = Duration::from_secs(600);
+/// Times a mutation runs when optimistic concurrency keeps refusing it.
+pub const MUTATION_ATTEMPTS: u32 = 64;
+/// Depth of nested calls (an action running an action ...).
+const MAX_CALL_DEPTH: u32 = 8;
+
+/// Who calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A client without the admin key: public functions only.
+    Public,
+    /// The admin (dashboard, `npx convex run`) or a function of the
+    /// deployment itself: internal functions too.
+    Admin,
+}
+
+/// One function call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// As the client sent it: `mod`, `mod:fn`, `dir/mod.js:fn`.
+    pub path: String,
+    /// The kind the endpoint expects (`/api/query` ...), or `None` for
+    /// any (`/api/function`, `/api/run`).
+    pub kind: Option<UdfType>,
+    /// The arguments object.
+    pub args: Value,
+    pub caller: Caller,
+    /// Run a query at this earlier snapshot.
+    pub at_ts: Option<Ts>,
+}
+
+/// A function's failure as clients see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunctionError {
+    pub message: String,
+    /// A `ConvexError`'s data.
+    pub data: Option<Value>,
+}
+
+/// What a call produced.
+#[derive(Clone, Debug)]
+pub struct CallOutcome {
+    pub result: Result<Value, FunctionError>,
+    pub log_lines: Vec<String>,
+    /// The snapshot a query read, or the commit of a mutation.
+    pub ts: Option<Ts>,
+}
+
+/// How the executor is set up.
+#[derive(Clone, Debug)]
+pub struct ExecutorConfig {
+    pub deno: std::path::PathBuf,
+    /// Where worker processes find the deployed modules.
+    pub modules_dir: std::path::PathBuf,
+    /// Worker processes for queries and mutations.
+    pub workers: usize,
+}
+
+/// Runs calls against the current deployment.
+pub struct Executor {
+    db: Arc<Database>,
+    runtime: Arc<Runtime>,
+    current: RwLock<Arc<Deployment>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+/// Why a schema cannot be adopted.
+#[derive(Clone, Debug)]
+pub struct SchemaCheckError {
+    pub message: String,
+    pub table: Option<String>,
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Splits a path into its canonical module (`dir/mod.js`) and export
+/// (`default` when none is named).
+pub fn canonical_path(path: &str) -> (String, String) {
+    let (module, name) = match path.rsplit_once(':') {
+        Some((m, f)) => (m, f),
+        None => (path, "default"),
+    };
+    let module = module.trim_start_matches("./");
+    let module = if module.ends_with(".js") {
+        module.to_string()
+    } else {
+        format!("{module}.js")
+    };
+    (module, name.to_string())
+}
+
+fn server_error(request_id: &str, message: &str) -> String {
+    format!("[Request ID: {request_id}] Server Error\n{message}")
+}
+
+impl Executor {
+    /// Starts the worker pool and loads the stored deployment.
+    pub fn open(db: Arc<Database>, config: ExecutorConfig) -> Result<Executor, String> {
+        let mut rc = RuntimeConfig::new(config.deno, config.modules_dir);
+        rc.max_workers = config.workers.max(1);
+        let runtime = Runtime::new(rc).map_err(|e| e.to_string())?;
+        let runtime = Arc::new(runtime);
+        let (modules, version) = crate::deployment::load(&db)?;
+        let deployment = if modules.is_empty() {
+            Deployment::empty()
+        } else {
+            Deployment::analyze(&runtime, modules, version)
+                .map_err(|e| format!("the stored deployment does not load: {e}"))?
+        };
+        Ok(Executor {
+            db,
+            runtime,
+            current: RwLock::new(Arc::new(deployment)),
+        })
+    }
+
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The running deployment.
+    pub fn deployment(&self) -> Arc<Deployment> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Analyses pushed modules into a deployment (not yet live).
+    pub fn analyze(
+        &self,
+        modules: Vec<PushedModule>,
+        udf_server_version: Option<String>,
+    ) -> Result<Deployment, String> {
+        Deployment::analyze(&self.runtime, modules, udf_server_version)
+    }
+
+    /// Checks every existing document against the deployment's schema.
+    pub fn check_schema(&self, deployment: &Deployment) -> Result<(), SchemaCheckError> {
+        let Some(schema) = deployment.schema() else {
+            return Ok(());
+        };
+        check_existing_in_batches(&self.db, schema, crate::schema::CHECK_SCAN_BATCH).map_err(|e| {
+            let table = e.table().map(str::to_string);
+            SchemaCheckError {
+                message: match &e {
+                    SchemaError::ExistingDocument { .. } => {
+                        format!("Schema validation failed.\n{e}")
+                    }
+                    _ => e.to_string(),
+                },
+                table,
+            }
+        })
+    }
+
+    /// Stores `deployment` in the log (with `also`'s catalog changes in the
+    /// same transaction) and makes it the running one.
+    pub fn activate(
+        &self,
+        deployment: Arc<Deployment>,
+        also: impl Fn(&mut Transaction<'_>) -> Result<(), DbError>,
+    ) -> Result<(), String> {
+        let mut last = None;
+        for _ in 0..MUTATION_ATTEMPTS {
+            let mut tx = self.db.begin();
+            crate::deployment::store(
+                &mut tx,
+                deployment.modules(),
+                deployment.udf_server_version(),
+            )
+            .map_err(|e| e.to_string())?;
+            also(&mut tx).map_err(|e| e.to_string())?;
+            match self.db.commit(tx) {
+                Ok(_) => {
+                    *self.current.write().unwrap_or_else(|p| p.into_inner()) = deployment;
+                    return Ok(());
+                }
+                Err(e @ DbError::Conflict { .. }) => last = Some(e),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!(
+            "storing the deployment kept conflicting: {}",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        ))
+    }
+
+    /// Runs one call to the end (blocking: call it from a blocking thread).
+    pub fn call(&self, call: Call) -> CallOutcome {
+        self.call_at_depth(call, 0)
+    }
+
+    fn call_at_depth(&self, call: Call, depth: u32) -> CallOutcome {
+        let request_id = request_id();
+        let fail = |message: String| CallOutcome {
+            result: Err(FunctionError {
+                message: server_error(&request_id, &message),
+                data: None,
+            }),
+            log_lines: Vec::new(),
+            ts: None,
+        };
+        if depth > MAX_CALL_DEPTH {
+            return fail(format!(
+                "Function calls are nested more than {MAX_CALL_DEPTH} deep"
+            ));
+        }
+        let deployment = self.deployment();
+        let (module, name) = canonical_path(&call.path);
+        let display = format!("{}:{}", module.trim_end_matches(".js"), name);
+        if module.starts_with("_system/") || module.starts_with("_deps/") {
+            return fail(format!(
+                "Could not find public function for '{display}'. System functions (_system/...) are not supported by this server yet."
+            ));
+        }
+        let Some(f) = deployment.function(&module, &name) else {
+            let what = if call.caller == Caller::Public {
+                "public "
+            } else {
+                ""
+            };
+            return fail(format!(
+                "Could not find {what}function for '{display}'. Did you forget to run `npx convex dev` or `npx convex deploy`?"
+            ));
+        };
+        if !f.public && call.caller == Caller::Public {
+            return fail(format!(
+                "Could not find public function for '{display}'. Did you forget to run `npx convex dev` or `npx convex deploy`?"
+            ));
+        }
+        if let Some(kind) = call.kind {
+            if kind != f.udf_type {
+                return fail(format!(
+                    "Trying to execute {module}:{name} as {}, but it is defined as {}.",
+                    kind.as_str(),
+                    f.udf_type.as_str()
+                ));
+            }
+        }
+        let args = vec![call.args.clone()];
+        {
+            let tx = self.db.begin();
+            let lookup = user_tables(&tx);
+            if let Err(e) = f.args.check(&args, &lookup) {
+                return fail(e);
+            }
+        }
+        let args_json =
+            serde_json::to_string(&JsonValue::Array(args.iter().map(to_json).collect()))
+                .expect("JSON serializes");
+        let context = CallContext {
+            function_name: display.clone(),
+            request_id: request_id.clone(),
+            ..CallContext::default()
+        };
+        let run = |udf_type: UdfType, handler: &mut dyn SyscallHandler| {
+            let mut seed = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut seed);
+            self.runtime.run(
+                RunRequest {
+                    modules: deployment.module_set(),
+                    path: format!("{module}:{name}"),
+                    udf_type,
+                    args_json: args_json.clone(),
+                    seed,
+                    now_ms: now_ms(),
+                    request_id: request_id.clone(),
+                    user_time_limit: if udf_type == UdfType::Action {
+                        ACTION_TIME_LIMIT
+                    } else {
+                        QUERY_MUTATION_TIME_LIMIT
+                    },
+                    env: Arc::new(EnvVars::new(Default::default())),
+                    nested: depth > 0,
+                },
+                handler,
+            )
+        };
+        let check_returns = |v: &Value, tx: &Transaction<'_>| -> Result<(), String> {
+            f.returns.check(v, &user_tables(tx))
+        };
+        let outcome = |result: Result<Value, FunctionError>, log_lines, ts| CallOutcome {
+            result,
+            log_lines,
+            ts,
+        };
+        let js_error = |e: crate::worker::JsError| FunctionError {
+            message: server_error(&request_id, &e.message),
+            data: e.data.and_then(|d| from_json(&d).ok()),
+        };
+        let decode = |v: JsonValue| -> Result<Value, FunctionError> {
+            from_json(&v).map_err(|e| FunctionError {
+                message: server_error(
+                    &request_id,
+                    &format!("The function returned an invalid value: {e}"),
+                ),
+                data: None,
+            })
+        };
+        match f.udf_type {
+            UdfType::Query => {
+                let tx = match call.at_ts {
+                    Some(ts) => match self.db.begin_at(ts) {
+                        Ok(tx) => tx,
+                        Err(e) => return fail(e.to_string()),
+                    },
+                    None => self.db.begin(),
+                };
+                let mut tx = tx;
+                let ts = tx.begin_ts();
+                let mut handler = DbSyscalls::new(&mut tx, UdfType::Query, context.clone());
+                if let Some(schema) = deployment.schema() {
+                    handler = handler.with_schema(schema);
+                }
+                let ran = match run(UdfType::Query, &mut handler) {
+                    Ok(r) => r,
+                    Err(e) => return fail(e.to_string()),
+                };
+                drop(handler);
+                let result = ran.result.map_err(js_error).and_then(decode).and_then(|v| {
+                    check_returns(&v, &tx)
+                        .map(|()| v)
+                        .map_err(|m| FunctionError { message: server_error(&request_id, &m), data: None })
+                });
+                outcome(result, ran.log_lines, Some(ts))
+            }
+            UdfType::Mutation => {
+                let mut backoff = Duration::from_millis(1);
+                let mut last_conflict = None;
+                for _ in 0..MUTATION_ATTEMPTS {
+                    let mut tx = self.db.begin();
+                    let mut handler = DbSyscalls::new(&mut tx, UdfType::Mutation, context.clone());
+                    if let Some(schema) = deployment.schema() {
+                        handler = handler.with_schema(schema);
+                    }
+                    let ran = match run(UdfType::Mutation, &mut handler) {
+                        Ok(r) => r,
+                        Err(e) => return fail(e.to_string()),
+                    };
+                    drop(handler);
+                    let value = match ran.result.map_err(js_error).and_then(decode) {
+                        // A failed mutation commits nothing.
+                        Err(e) => return outcome(Err(e), ran.log_lines, None),
+                        Ok(v) => v,
+                    };
+                    if let Err(m) = check_returns(&value, &tx) {
+                        return outcome(
+                            Err(FunctionError { message: server_error(&request_id, &m), data: None }),
+                            ran.log_lines,
+                            None,
+                        );
+                    }
+                    match self.db.commit(tx) {
+                        Ok(ts) => return outcome(Ok(value), ran.log_lines, Some(ts)),
+                        Err(DbError::Conflict { table, id, .. }) => {
+                            last_conflict = Some((table, id));
+                            // Jittered exponential backoff.
+                            let jitter = rand::thread_rng().next_u64() % (backoff.as_micros() as u64 + 1);
+                            std::thread::sleep(backoff / 2 + Duration::from_micros(jitter / 2));
+                            backoff = (backoff * 2).min(Duration::from_millis(50));
+                        }
+                        Err(e) => return fail(e.to_string()),
+                    }
+                }
+                let (table, id) = last_conflict.unwrap_or_default();
+                fail(format!(
+                    "Documents read from or written to the \"{table}\" table changed while this mutation was being run and on every subsequent retry. Another call to this mutation changed the document with ID \"{id}\". See https://docs.convex.dev/error#1"
+                ))
+            }
+            UdfType::Action => {
+                let mut handler = ActionSyscalls {
+                    executor: self,
+                    depth,
+                    context: context.clone(),
+                };
+                let ran = match run(UdfType::Action, &mut handler) {
+                    Ok(r) => r,
+                    Err(e) => return fail(e.to_string()),
+                };
+                let result = ran.result.map_err(js_error).and_then(decode).and_then(|v| {
+                    let tx = self.db.begin();
+                    check_returns(&v, &tx)
+                        .map(|()| v)
+                        .map_err(|m| FunctionError { message: server_error(&request_id, &m), data: None })
+                });
+                outcome(result, ran.log_lines, None)
+            }
+            UdfType::HttpAction => fail(format!(
+                "{display} is an HTTP action: it is called through the HTTP router, not as a function"
+            )),
+        }
+    }
+}
+
+/// The syscalls of an action: calls of other functions, each its own
+/// transaction.
+struct ActionSyscalls<'e> {
+    executor: &'e Executor,
+    depth: u32,
+    context: CallContext,
+}
+
+impl SyscallHandler for ActionSyscalls<'_> {
+    fn syscall(
+        &mut self,
+        op: &str,
+        args: JsonValue,
+        is_async: bool,
+    ) -> Result<JsonValue, SyscallError> {
+        let kind = match op {
+            "1.0/actions/query" => UdfType::Query,
+            "1.0/actions/mutation" => UdfType::Mutation,
+            "1.0/actions/action" => UdfType::Action,
+            "1.0/getUserIdentity" => return Ok(JsonValue::Null),
+            "1.0/getFunctionMetadata" => {
+                return Ok(json!({"name": self.context.function_name, "componentPath": ""}))
+            }
+            "1.0/getDeploymentMetadata" => {
+                let d = &self.context.deployment;
+                return Ok(json!({"name": d.name, "region": d.region, "class": d.class}));
+            }
+            "1.0/getRequestMetadata" => {
+                return Ok(
+                    json!({"ip": null, "userAgent": null, "requestId": self.context.request_id, "scheduledFunctionId": null, "authToken": null}),
+                )
+            }
+            "1.0/actions/schedule" | "1.0/actions/cancel_job" => {
+                return Err(SyscallError::new(format!(
+                    "The scheduler is not supported by this server yet ({op})"
+                )))
+            }
+            "1.0/actions/vectorSearch" => {
+                return Err(SyscallError::new(format!(
+                    "Vector search is not supported by this server yet ({op})"
+                )))
+            }
+            op if op.starts_with("1.0/storage") => {
+                return Err(SyscallError::new(format!(
+                    "File storage is not supported by this server yet ({op})"
+                )))
+            }
+            _ if is_async => {
+                return Err(SyscallError::new(format!("Unknown async operation {op}")))
+            }
+            _ => return Err(SyscallError::new(format!("Unknown operation {op}"))),
+        };
+        let name = match (
+            args.get("name"),
+            args.get("functionHandle"),
+            args.get("reference"),
+        ) {
+            (Some(JsonValue::String(n)), _, _) => n.clone(),
+            (_, Some(_), _) => {
+                return Err(SyscallError::new(
+                    "Function handles are not supported by this server yet",
+                ))
+            }
+            (_, _, Some(_)) => {
+                return Err(SyscallError::new(
+                    "Components are not supported by this server yet",
+                ))
+            }
+            _ => {
+                return Err(SyscallError::new(format!(
+                    "Invalid arguments for `{op}`: missing the function name"
+                )))
+            }
+        };
+        let call_args = match args.get("args") {
+            Some(a) => from_json(a)
+                .map_err(|e| SyscallError::new(format!("Invalid arguments for `{op}`: {e}")))?,
+            None => Value::Object(Default::default()),
+        };
+        let started = Instant::now();
+        let out = self.executor.call_at_depth(
+            Call {
+                path: name,
+                kind: Some(kind),
+                args: call_args,
+                caller: Caller::Admin,
+                at_ts: None,
+            },
+            self.depth + 1,
+        );
+        tracing::debug!(op, took = ?started.elapsed(), "nested call");
+        match out.result {
+            Ok(v) => Ok(to_json(&v)),
+            Err(e) => Err(SyscallError {
+                // The callee's message, without our request-id envelope.
+                message: e
+                    .message
+                    .split_once("Server Error\n")
+                    .map_or(e.message.clone(), |(_, m)| m.to_string()),
+                data: e.data.as_ref().map(to_json),
+            }),
+        }
+    }
+}
