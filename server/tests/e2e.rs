@@ -235,12 +235,13 @@ fn chat_app_deploys_and_its_functions_run_over_http_and_survive_a_restart() {
     driver(&server, "chat.mjs", &["convexError"]);
     driver(&server, "chat.mjs", &["internal"]);
     driver(&server, "chat.mjs", &["action"]);
+    driver(&server, "chat.mjs", &["http"]);
 
     // `npx convex run` reaches the internal function (admin key).
     let run = cli(&server, &app, &["run", "messages:stats"]);
     assert!(run.status.success(), "{}", text(&run));
     assert!(
-        String::from_utf8_lossy(&run.stdout).contains("101"),
+        String::from_utf8_lossy(&run.stdout).contains("\"total\": 102"),
         "{}",
         text(&run)
     );

@@ -128,6 +128,54 @@ const steps = {
     return r;
   },
 
+  // The wire format itself, as the reference gives it.
+  async http() {
+    const post = async (path, body, headers = {}) => {
+      const r = await fetch(`${url}${path}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...headers },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: r.status, body: await r.json() };
+    };
+    let r = await post("/api/query", { path: "messages:count", args: [{ channel: "random" }], format: "json" });
+    assert.deepEqual(r, { status: 200, body: { status: "success", value: 6 } });
+    r = await post("/api/run/messages/count", { args: { channel: "random" } });
+    assert.deepEqual(r.body, { status: "success", value: 6 });
+    // A ConvexError carries errorData; any other error has no errorData key.
+    r = await post("/api/mutation", {
+      path: "messages:send",
+      args: [{ channel: "c", author: "a", body: "" }],
+      format: "convex_encoded_json",
+    });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.status, "error");
+    assert.deepEqual(r.body.errorData, { code: "EMPTY", channel: "c" });
+    assert.match(r.body.errorMessage, /^\[Request ID: [0-9a-f]+\] Server Error\n/);
+    r = await post("/api/mutation", { path: "messages:send", args: [{}], format: "convex_encoded_json" });
+    assert.equal(r.body.status, "error");
+    assert.ok(!("errorData" in r.body), JSON.stringify(r.body));
+    // console.log lines come back.
+    r = await post("/api/mutation", {
+      path: "messages:send",
+      args: [{ channel: "logs", author: "a", body: "b" }],
+      format: "convex_encoded_json",
+    });
+    assert.equal(r.body.status, "success");
+    assert.ok(r.body.logLines.some((l) => l.includes("sending to") && l.includes("logs")), JSON.stringify(r.body));
+    // A consistent query reads at the timestamp of /api/query_ts.
+    const n = await client.consistentQuery(api.messages.count, { channel: "logs" });
+    assert.equal(n, 1);
+    // Admin endpoints refuse without the admin key, or with a wrong one.
+    r = await post("/api/function", { path: "messages:stats", args: {}, format: "json" });
+    assert.equal(r.status, 401);
+    r = await post("/api/get_config_hashes", { version: "1.48.0", adminKey: "x|y" });
+    assert.equal(r.status, 403);
+    r = await post("/api/deploy2/finish_push", {}, { Authorization: "Convex nope|nope" });
+    assert.equal(r.status, 403);
+    return { ok: true };
+  },
+
   async afterRestart() {
     const docs = (await allPages("general", 50)).flat();
     assert.equal(docs.length, 95);
