@@ -275,7 +275,7 @@ fn use_version(app: &Path, version: &str) {
 }
 
 #[test]
-fn a_schema_that_existing_data_violates_is_refused_and_an_added_index_is_backfilled() {
+fn a_schema_that_existing_data_violates_is_refused_and_indexes_are_backfilled_and_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));
     let app = app_dir(tmp.path(), "notes");
