@@ -18,7 +18,9 @@ use serde_json::{json, Value as JsonValue};
 use crate::deployment::{Deployment, PushedModule};
 use crate::schema::{check_existing_in_batches, user_tables, SchemaError};
 use crate::syscalls::{CallContext, DbSyscalls};
-use crate::worker::{EnvVars, RunRequest, Runtime, RuntimeConfig};
+use crate::worker::{
+    EnvVars, HttpRequest, HttpResponse, HttpRunRequest, RunRequest, Runtime, RuntimeConfig,
+};
 use crate::{SyscallError, SyscallHandler, UdfType};
 
 /// User-code time of a query or mutation (database time excluded).
@@ -226,6 +228,54 @@ impl Executor {
             "storing the deployment kept conflicting: {}",
             last.map(|e| e.to_string()).unwrap_or_default()
         ))
+    }
+
+    /// Runs an HTTP action: routes `request` through `convex/http.js`'s
+    /// router (blocking). Failures are answered as the real server does: 404
+    /// without a route, 500 with `{code}` when the action throws.
+    pub fn http_action(&self, request: HttpRequest) -> HttpResponse {
+        let deployment = self.deployment();
+        let json_response = |status: u16, body: JsonValue| HttpResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        };
+        if deployment
+            .function_modules()
+            .iter()
+            .all(|m| *m != "http.js")
+        {
+            return json_response(
+                404,
+                json!({"code": "NotFound", "message": "This deployment defines no HTTP actions (convex/http.js)"}),
+            );
+        }
+        let request_id = request_id();
+        let context = CallContext {
+            function_name: "http.js".to_string(),
+            request_id: request_id.clone(),
+            ..CallContext::default()
+        };
+        let mut handler = ActionSyscalls {
+            executor: self,
+            depth: 0,
+            context,
+        };
+        let mut req = HttpRunRequest::new(deployment.module_set(), request);
+        req.request_id = request_id.clone();
+        match self.runtime.run_http_action(req, &mut handler) {
+            Ok(out) => match out.result {
+                Ok(response) => response,
+                Err(e) => json_response(
+                    500,
+                    json!({"code": format!("[Request ID: {request_id}] Server Error: {}", e.message)}),
+                ),
+            },
+            Err(e) => json_response(
+                500,
+                json!({"code": format!("[Request ID: {request_id}] Server Error: {e}")}),
+            ),
+        }
     }
 
     /// Runs one call to the end (blocking: call it from a blocking thread).

@@ -39,6 +39,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Address of the deployment API (port 3210 by default).
     pub listen: Vec<SocketAddr>,
+    /// Address of HTTP actions (port 3211 by default).
+    pub site_listen: Vec<SocketAddr>,
     /// Public URL of the deployment API (for `get_canonical_urls`).
     pub cloud_url: String,
     /// Public URL of HTTP actions.
@@ -161,6 +163,67 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// The HTTP actions' routes: every request goes to `convex/http.js`.
+pub fn site_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .fallback(http_action)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_HTTP_ACTION_BODY))
+        .with_state(state)
+}
+
+/// Largest HTTP action request body (Convex's limit is 20 MB).
+const MAX_HTTP_ACTION_BODY: usize = 20 << 20;
+
+async fn http_action(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_HTTP_ACTION_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request("BadRequest", format!("reading the body: {e}"))
+                .into_response()
+        }
+    };
+    let host = parts
+        .headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let req = runtime::HttpRequest {
+        method: parts.method.as_str().to_string(),
+        url: format!(
+            "http://{host}{}",
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        ),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: (!body.is_empty()).then(|| body.to_vec()),
+    };
+    let executor = Arc::clone(&state.executor);
+    let response = match tokio::task::spawn_blocking(move || executor.http_action(req)).await {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::internal(format!("the HTTP action's thread failed: {e}"))
+                .into_response()
+        }
+    };
+    let mut builder = axum::http::Response::builder().status(response.status);
+    for (k, v) in &response.headers {
+        builder = builder.header(k, v);
+    }
+    builder
+        .body(axum::body::Body::from(response.body))
+        .unwrap_or_else(|e| {
+            ApiError::internal(format!("a bad HTTP action response: {e}")).into_response()
+        })
+}
+
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("No route for {}", uri.path()))
 }
@@ -193,26 +256,32 @@ pub async fn serve(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())??
     };
     let app = router(Arc::clone(&state));
+    let site = site_router(Arc::clone(&state));
     let mut servers = Vec::new();
-    for (i, addr) in config.listen.iter().enumerate() {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            // The second loopback family (::1) is a convenience for clients
-            // that resolve `localhost` to it; a machine without IPv6 still
-            // serves on 127.0.0.1.
-            Err(e) if i > 0 => {
-                tracing::warn!("not listening on {addr}: {e}");
-                continue;
-            }
-            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
-        };
-        tracing::info!("convexd listening on http://{addr}");
-        let app = app.clone();
-        servers.push(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown())
-                .await
-        }));
+    for (addrs, app, what) in [
+        (&config.listen, app, "deployment API"),
+        (&config.site_listen, site, "HTTP actions"),
+    ] {
+        for (i, addr) in addrs.iter().enumerate() {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                // The second loopback family (::1) is a convenience for
+                // clients that resolve `localhost` to it; a machine without
+                // IPv6 still serves on 127.0.0.1.
+                Err(e) if i > 0 => {
+                    tracing::warn!("not listening on {addr}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(format!("cannot listen on {addr} ({what}): {e}")),
+            };
+            tracing::info!("convexd {what} on http://{addr}");
+            let app = app.clone();
+            servers.push(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown())
+                    .await
+            }));
+        }
     }
     println!(
         "convexd {VERSION} serving {} on {} (data directory {})",

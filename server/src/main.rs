@@ -74,6 +74,13 @@ fn main() {
             SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), args.port),
         ],
     };
+    let site_listen: Vec<SocketAddr> = match args.host {
+        Some(h) => vec![SocketAddr::new(h, args.site_port)],
+        None => vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.site_port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), args.site_port),
+        ],
+    };
     let host = match args.host {
         Some(IpAddr::V6(h)) => format!("[{h}]"),
         Some(h) => h.to_string(),
@@ -82,6 +89,7 @@ fn main() {
     let config = server::Config {
         data_dir: args.data_dir,
         listen,
+        site_listen,
         cloud_url: format!("http://{host}:{}", args.port),
         site_url: format!("http://{host}:{}", args.site_port),
         deno: args.deno,

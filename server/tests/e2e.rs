@@ -36,6 +36,7 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     url: String,
+    site_url: String,
     data: PathBuf,
     port: u16,
     log: PathBuf,
@@ -48,6 +49,7 @@ impl Server {
 
     fn start_on(data: &Path, port: u16) -> Server {
         let log = data.with_extension("log");
+        let site_port = free_port();
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -59,7 +61,7 @@ impl Server {
             .arg("--port")
             .arg(port.to_string())
             .arg("--site-port")
-            .arg(free_port().to_string())
+            .arg(site_port.to_string())
             .arg("--workers")
             .arg("2")
             .env("RUST_LOG", "info")
@@ -70,6 +72,7 @@ impl Server {
         let server = Server {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            site_url: format!("http://127.0.0.1:{site_port}"),
             data: data.to_path_buf(),
             port,
             log,
@@ -236,6 +239,11 @@ fn chat_app_deploys_and_its_functions_run_over_http_and_survive_a_restart() {
     driver(&server, "chat.mjs", &["internal"]);
     driver(&server, "chat.mjs", &["action"]);
     driver(&server, "chat.mjs", &["http"]);
+    driver(
+        &server,
+        "chat.mjs",
+        &["httpActions", &server.site_url.clone()],
+    );
 
     // `npx convex run` reaches the internal function (admin key).
     let run = cli(&server, &app, &["run", "messages:stats"]);

@@ -6,7 +6,7 @@ import { ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { ConvexError } from "convex/values";
 
-const [url, step] = process.argv.slice(2);
+const [url, step, siteUrl] = process.argv.slice(2);
 const client = new ConvexHttpClient(url);
 const api = anyApi;
 
@@ -173,6 +173,23 @@ const steps = {
     assert.equal(r.status, 403);
     r = await post("/api/deploy2/finish_push", {}, { Authorization: "Convex nope|nope" });
     assert.equal(r.status, 403);
+    return { ok: true };
+  },
+
+  // HTTP actions on the site port, routed by convex/http.js.
+  async httpActions() {
+    let r = await fetch(`${siteUrl}/count?channel=random`);
+    assert.equal(r.status, 200);
+    assert.deepEqual(await r.json(), { channel: "random", n: 6 });
+    r = await fetch(`${siteUrl}/echo/anything`, { method: "POST", body: "hello" });
+    assert.equal(r.status, 201);
+    assert.equal(await r.text(), "hello");
+    r = await fetch(`${siteUrl}/nowhere`);
+    assert.equal(r.status, 404);
+    r = await fetch(`${siteUrl}/fail`);
+    assert.equal(r.status, 500);
+    const body = await r.json();
+    assert.match(body.code, /Server Error: [\s\S]*http boom/);
     return { ok: true };
   },
 
