@@ -15,6 +15,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use engine::db::FieldPath;
 use runtime::deployment::{Deployment, PushedModule};
+use runtime::schema::Schema;
 use serde_json::{json, Value as JsonValue};
 
 use crate::error::ApiError;
@@ -200,48 +201,37 @@ fn pushed_modules(current: &Deployment, body: &JsonValue) -> Result<Vec<PushedMo
     Ok(modules)
 }
 
-/// The indexes a schema defines, in the CLI's form.
-fn schema_indexes(schema: Option<&JsonValue>) -> Vec<IndexSpec> {
+/// The indexes a schema defines, in the CLI's form. Search and vector
+/// indexes (and staged ones) are refused: this server cannot build them.
+fn schema_indexes(schema: Option<&Schema>) -> Result<Vec<IndexSpec>, ApiError> {
     let mut out = Vec::new();
-    for t in schema
-        .and_then(|s| s.get("tables"))
-        .and_then(JsonValue::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let table = t.get("tableName").and_then(JsonValue::as_str).unwrap_or("");
-        for ix in t
-            .get("indexes")
-            .and_then(JsonValue::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let name = ix
-                .get("indexDescriptor")
-                .and_then(JsonValue::as_str)
-                .unwrap_or("");
-            let mut fields: Vec<String> = ix
-                .get("fields")
-                .and_then(JsonValue::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect();
-            // The tie-breakers every index ends with are implicit.
-            while fields
-                .last()
-                .is_some_and(|f| f == "_creationTime" || f == "_id")
-            {
-                fields.pop();
-            }
+    for t in schema.map(|s| s.tables.values()).into_iter().flatten() {
+        let unsupported = [
+            (
+                "search",
+                t.search_indexes.len() + t.staged_search_indexes.len(),
+            ),
+            (
+                "vector",
+                t.vector_indexes.len() + t.staged_vector_indexes.len(),
+            ),
+            ("staged", t.staged_db_indexes.len()),
+        ];
+        if let Some((kind, _)) = unsupported.iter().find(|(_, n)| *n > 0) {
+            return Err(bad(format!(
+                "Table {:?} defines {kind} indexes, which are not supported by this server yet",
+                t.table_name
+            )));
+        }
+        for ix in &t.indexes {
             out.push(IndexSpec {
-                table: table.to_string(),
-                name: name.to_string(),
-                fields,
+                table: t.table_name.clone(),
+                name: ix.name.clone(),
+                fields: ix.fields.iter().map(|f| f.to_string()).collect(),
             });
         }
     }
-    out
+    Ok(out)
 }
 
 fn index_diff(state: &AppState, wanted: &[IndexSpec]) -> (Vec<IndexSpec>, Vec<IndexSpec>) {
@@ -290,7 +280,7 @@ async fn analyse(state: &Arc<AppState>, body: &JsonValue) -> Result<Arc<PendingP
             .map_err(|e| ApiError::internal(format!("analysis thread failed: {e}")))?
             .map_err(|e| bad(format!("Failed to analyze the pushed modules: {e}")))?;
     let deployment = Arc::new(deployment);
-    let wanted = schema_indexes(deployment.schema_json());
+    let wanted = schema_indexes(deployment.schema())?;
     let (added, removed) = index_diff(state, &wanted);
     let old_paths: Vec<&str> = current.function_modules();
     let new_paths: Vec<&str> = deployment.function_modules();
