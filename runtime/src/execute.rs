@@ -19,7 +19,8 @@ use crate::deployment::{Deployment, PushedModule};
 use crate::schema::{check_existing_in_batches, user_tables, SchemaError};
 use crate::syscalls::{CallContext, DbSyscalls};
 use crate::worker::{
-    EnvVars, HttpRequest, HttpResponse, HttpRunRequest, RunRequest, Runtime, RuntimeConfig,
+    canonicalize_udf_path, EnvVars, HttpRequest, HttpResponse, HttpRunRequest, RunRequest, Runtime,
+    RuntimeConfig,
 };
 use crate::{SyscallError, SyscallHandler, UdfType};
 
@@ -114,22 +115,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Splits a path into its canonical module (`dir/mod.js`) and export
-/// (`default` when none is named).
-pub fn canonical_path(path: &str) -> (String, String) {
-    let (module, name) = match path.rsplit_once(':') {
-        Some((m, f)) => (m, f),
-        None => (path, "default"),
-    };
-    let module = module.trim_start_matches("./");
-    let module = if module.ends_with(".js") {
-        module.to_string()
-    } else {
-        format!("{module}.js")
-    };
-    (module, name.to_string())
 }
 
 fn server_error(request_id: &str, message: &str) -> String {
@@ -299,7 +284,7 @@ impl Executor {
             ));
         }
         let deployment = self.deployment();
-        let (module, name) = canonical_path(&call.path);
+        let (module, name) = canonicalize_udf_path(call.path.trim_start_matches("./"));
         let display = format!("{}:{}", module.trim_end_matches(".js"), name);
         if module.starts_with("_system/") || module.starts_with("_deps/") {
             return fail(format!(
