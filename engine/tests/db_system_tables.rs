@@ -149,3 +149,54 @@ fn begin_at_reads_an_earlier_snapshot_and_refuses_writes() {
         Err(DbError::SnapshotUnavailable { .. })
     ));
 }
+
+#[test]
+fn system_indexes_are_scanned_by_prefix_and_hidden_from_user_indexes() {
+    use engine::db::{prefix_key, prefix_successor, FieldPath, KeyInterval, Order};
+    use std::ops::Bound;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open(&dir);
+        let mut tx = db.begin();
+        let fields = [FieldPath::parse("session").unwrap()];
+        assert!(matches!(
+            tx.add_system_index("requests", "by_session", &fields),
+            Err(DbError::InvalidTableName(_))
+        ));
+        assert!(matches!(
+            tx.add_index("_requests", "by_session", &fields),
+            Err(DbError::InvalidTableName(_))
+        ));
+        tx.add_system_index("_requests", "by_session", &fields)
+            .unwrap();
+        db.commit(tx).unwrap();
+        db.wait_for_index("_requests", "by_session", Duration::from_secs(10))
+            .unwrap();
+        let mut tx = db.begin();
+        tx.insert_system("_requests", obj("session", "a")).unwrap();
+        tx.insert_system("_requests", obj("session", "b")).unwrap();
+        tx.insert("messages", obj("session", "a")).unwrap();
+        db.commit(tx).unwrap();
+        // Defining it twice is refused.
+        let mut tx = db.begin();
+        assert!(matches!(
+            tx.add_system_index("_requests", "by_session", &fields),
+            Err(DbError::InvalidIndex(_))
+        ));
+        assert!(db.user_indexes().is_empty());
+    }
+    let db = open(&dir);
+    let mut tx = db.begin();
+    let start = prefix_key(&[Some(&Value::String("b".into()))]);
+    let end = prefix_successor(&start).unwrap();
+    let interval = KeyInterval {
+        start: Bound::Included(start),
+        end: Bound::Excluded(end),
+    };
+    let docs = tx
+        .scan("_requests", "by_session", &interval, Order::Asc, None)
+        .unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].get("session"), Some(&Value::String("b".into())));
+}

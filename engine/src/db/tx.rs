@@ -551,6 +551,38 @@ impl Transaction<'_> {
         fields: &[FieldPath],
     ) -> Result<(), DbError> {
         check_table_name(table).map_err(DbError::InvalidTableName)?;
+        self.define_index(table, name, fields, false)
+    }
+
+    /// Defines index `name` on the named system table `table` (see
+    /// [`Transaction::insert_system`]), creating the table if needed: the
+    /// server's own lookups, such as mutation deduplication by session and
+    /// request. [`crate::db::Database::user_indexes`] never lists it.
+    pub fn add_system_index(
+        &mut self,
+        table: &str,
+        name: &str,
+        fields: &[FieldPath],
+    ) -> Result<(), DbError> {
+        let rest = table.strip_prefix('_').ok_or_else(|| {
+            DbError::InvalidTableName(format!(
+                "System table name {table:?} must start with an underscore"
+            ))
+        })?;
+        check_table_name(rest).map_err(DbError::InvalidTableName)?;
+        if table == TABLES_TABLE || table == INDEXES_TABLE {
+            return Err(DbError::SystemTableWrite);
+        }
+        self.define_index(table, name, fields, true)
+    }
+
+    fn define_index(
+        &mut self,
+        table: &str,
+        name: &str,
+        fields: &[FieldPath],
+        system: bool,
+    ) -> Result<(), DbError> {
         check_index_name(name).map_err(DbError::InvalidIndex)?;
         if fields.is_empty() || fields.len() > 16 {
             return Err(DbError::InvalidIndex(format!(
@@ -564,8 +596,9 @@ impl Transaction<'_> {
             )));
         }
         let number = match self.table_number(table)? {
-            Some(n) => n,
-            None => self.create_table(table, false)?,
+            Some(n) if (n.get() >= TableNumber::FIRST_USER.get()) != system => n,
+            Some(_) => return Err(DbError::SystemTableWrite),
+            None => self.create_table(table, system)?,
         };
         // Record the whole `_index` table as read: two transactions adding
         // the same index must conflict, not both commit.
