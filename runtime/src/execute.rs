@@ -153,6 +153,8 @@ pub struct ExecutorConfig {
     pub modules_dir: std::path::PathBuf,
     /// Worker processes for queries and mutations.
     pub workers: usize,
+    /// The deployment's public URL (`_system/cli/convexUrl:cloudUrl`).
+    pub cloud_url: String,
 }
 
 /// Runs calls against the current deployment.
@@ -160,6 +162,7 @@ pub struct Executor {
     db: Arc<Database>,
     runtime: Arc<Runtime>,
     current: RwLock<Arc<Deployment>>,
+    cloud_url: String,
 }
 
 impl std::fmt::Debug for Executor {
@@ -210,6 +213,7 @@ impl Executor {
             db,
             runtime,
             current: RwLock::new(Arc::new(deployment)),
+            cloud_url: config.cloud_url,
         })
     }
 
@@ -334,6 +338,53 @@ impl Executor {
         }
     }
 
+    /// A `_system/` query (see [`crate::system`]): admin only.
+    fn system_query(
+        &self,
+        call: &Call,
+        module: &str,
+        name: &str,
+        display: &str,
+        fail: impl Fn(String) -> CallOutcome,
+    ) -> CallOutcome {
+        if call.caller != Caller::Admin {
+            return fail(format!(
+                "Could not find public function for '{display}'. System functions need the admin key."
+            ));
+        }
+        if matches!(call.kind, Some(UdfType::Mutation | UdfType::Action)) {
+            return fail(format!("{display} is a query"));
+        }
+        let tx = match call.at_ts {
+            Some(ts) => match self.db.begin_at(ts) {
+                Ok(tx) => tx,
+                Err(e) => return fail(e.to_string()),
+            },
+            None => self.db.begin(),
+        };
+        let mut tx = tx;
+        let cx = crate::system::SystemContext {
+            db: &self.db,
+            cloud_url: &self.cloud_url,
+        };
+        let Some(result) = crate::system::run(module, name, &call.args, &mut tx, &cx) else {
+            return fail(format!(
+                "Could not find function for '{display}': this system function is not supported by this server yet."
+            ));
+        };
+        let result = match result {
+            Ok(v) => Ok(v),
+            Err(m) => return fail(m),
+        };
+        CallOutcome {
+            result,
+            log_lines: Vec::new(),
+            ts: Some(tx.begin_ts()),
+            journal: None,
+            subscription: call.subscribe.then(|| self.db.subscribe(&tx)),
+        }
+    }
+
     /// Runs one call to the end (blocking: call it from a blocking thread).
     pub fn call(&self, call: Call) -> CallOutcome {
         self.call_at_depth(call, 0)
@@ -359,9 +410,12 @@ impl Executor {
         let deployment = self.deployment();
         let (module, name) = canonicalize_udf_path(call.path.trim_start_matches("./"));
         let display = format!("{}:{}", module.trim_end_matches(".js"), name);
-        if module.starts_with("_system/") || module.starts_with("_deps/") {
+        if module.starts_with("_system/") {
+            return self.system_query(&call, &module, &name, &display, fail);
+        }
+        if module.starts_with("_deps/") {
             return fail(format!(
-                "Could not find public function for '{display}'. System functions (_system/...) are not supported by this server yet."
+                "Could not find public function for '{display}'. Components are not supported by this server yet."
             ));
         }
         let Some(f) = deployment.function(&module, &name) else {

@@ -132,6 +132,7 @@ pub fn open(config: &Config) -> Result<(DataDir, Arc<AppState>), String> {
             deno: deno.path,
             modules_dir: dir.path().join("modules"),
             workers: config.workers,
+            cloud_url: config.cloud_url.clone(),
         },
     )
     .map_err(|e| format!("cannot start the runtime: {e}"))?;
