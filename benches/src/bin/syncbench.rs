@@ -1320,7 +1320,7 @@ async fn session(
 // ---------------------------------------------------------------------------
 // The mutation driver
 
-/// One measured mutation, indexed by seq.
+/// One mutation of the timed phase (warm-up included), indexed by seq.
 #[derive(Clone, Copy, Debug, Default)]
 struct MutRecord {
     channel: u32,
@@ -1610,12 +1610,11 @@ async fn measure(args: &Args, server: &ServerProc) -> Result<Measured, String> {
     let preload = args.preload.unwrap_or(args.limit);
     let warmup_count = (args.rate * args.warmup).round() as u64;
     let total = (warmup_count + (args.rate * args.seconds).round() as u64).min(MUTATIONS_MAX);
-    let measured_count = total.saturating_sub(warmup_count);
     let body: String = benches::sample_text(args.body_bytes as usize, args.seed);
 
     // Driver sessions.
     let driver = Arc::new(DriverShared {
-        records: Mutex::new(vec![MutRecord::default(); measured_count as usize]),
+        records: Mutex::new(vec![MutRecord::default(); total as usize]),
         answered: AtomicU64::new(0),
         preload_failed: AtomicU64::new(0),
         changed: Notify::new(),
@@ -1785,6 +1784,7 @@ async fn measure(args: &Args, server: &ServerProc) -> Result<Measured, String> {
         let records = driver.records.lock().expect("not poisoned");
         let expected: u64 = records
             .iter()
+            .skip(warmup_count as usize)
             .filter(|r| r.ok)
             .map(|r| fanout[r.channel as usize])
             .sum();
@@ -1857,8 +1857,10 @@ fn build_report(
         per_channel[(i % args.channels) as usize] += 1;
     }
     let record_for = |seq: u32| -> Option<&MutRecord> {
-        let idx = u64::from(seq).checked_sub(m.warmup_count)?;
-        m.records.get(idx as usize).filter(|r| r.ok)
+        if u64::from(seq) < m.warmup_count {
+            return None;
+        }
+        m.records.get(seq as usize).filter(|r| r.ok)
     };
     for o in m.outcomes {
         if o.ready {
@@ -1898,7 +1900,12 @@ fn build_report(
     let measured = m.sent.saturating_sub(m.warmup_count);
     let mut response = latency_histogram();
     let (mut ok, mut failed, mut unanswered, mut expected) = (0u64, 0u64, 0u64, 0u64);
-    for r in m.records.iter().take(measured as usize) {
+    for r in m
+        .records
+        .iter()
+        .take(m.sent as usize)
+        .skip(m.warmup_count as usize)
+    {
         if !r.answered {
             unanswered += 1;
             continue;
