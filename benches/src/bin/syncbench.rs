@@ -233,6 +233,13 @@ struct Report {
     latency_from_commit: LatencySummary,
     /// The driver's send (`sentAt`) to receipt.
     latency_from_send: LatencySummary,
+    /// The first part of `latency_from_commit`: commit timestamp to the
+    /// Transition's `serverTs` (the server's wall clock when it wrote the
+    /// Transition: invalidation, the query's rerun, the message built).
+    latency_commit_to_transition: LatencySummary,
+    /// The rest: `serverTs` to receipt (the session's send queue, the
+    /// socket write, loopback TCP, this client's read and parse).
+    latency_transition_to_receipt: LatencySummary,
     cpu: CpuReport,
     errors: ErrorReport,
     targets: Targets,
@@ -904,6 +911,8 @@ struct ServerMessage {
     ts: Option<String>,
     result: Option<serde_json::Value>,
     error: Option<String>,
+    /// A Transition's server wall clock in ns (a plain number).
+    server_ts: Option<f64>,
 }
 
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -1068,12 +1077,23 @@ struct SessionOutcome {
     /// Open until told to stop.
     alive_at_end: bool,
     open_latency: Option<Duration>,
-    /// (seq, receipt wall ns) of measured documents seen.
-    receipts: Vec<(u32, u64)>,
+    /// Measured documents seen.
+    receipts: Vec<Receipt>,
     query_updates: u64,
     transitions: u64,
     bytes: u64,
     errors: Errors,
+}
+
+/// A measured document's first arrival at one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Receipt {
+    seq: u32,
+    /// This client's wall clock when the message was read, ns.
+    recv_ns: u64,
+    /// The Transition's `serverTs` (when the server wrote it), ns; 0 if
+    /// missing.
+    server_ns: u64,
 }
 
 /// One session's state while reading.
@@ -1113,6 +1133,7 @@ impl SessionReader {
                 }
                 self.versions
                     .apply(msg.start_version, msg.end_version, &mut out.errors);
+                let server_ns = msg.server_ts.map_or(0, |t| t.max(0.0) as u64);
                 for m in msg.modifications.unwrap_or_default() {
                     match (m.kind.as_str(), m.query_id) {
                         ("QueryUpdated", Some(QUERY_ID)) => {
@@ -1128,7 +1149,11 @@ impl SessionReader {
                                 for &s in &seqs {
                                     if s >= shared.measured_from && !self.last_seqs.contains(&s) {
                                         if out.receipts.len() < RECEIPTS_PER_SESSION_MAX {
-                                            out.receipts.push((s as u32, recv_ns));
+                                            out.receipts.push(Receipt {
+                                                seq: s as u32,
+                                                recv_ns,
+                                                server_ns,
+                                            });
                                         }
                                         shared.received.fetch_add(1, Ordering::Relaxed);
                                     }
@@ -1277,10 +1302,14 @@ async fn session(
     shared.ready.fetch_add(1, Ordering::Relaxed);
     shared.changed.notify_one();
 
+    // One future for the whole loop: a fresh `changed()` per message
+    // would register and drop a waiter every time.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             biased;
-            _ = stop.changed() => {
+            _ = &mut stopped => {
                 out.alive_at_end = true;
                 let _ = ws.close(None).await;
                 return out;
@@ -1849,6 +1878,8 @@ fn build_report(
     let mut open_hist = latency_histogram();
     let mut from_commit = latency_histogram();
     let mut from_send = latency_histogram();
+    let mut to_transition = latency_histogram();
+    let mut to_receipt = latency_histogram();
     let mut ready = 0u64;
     let mut received = 0u64;
     let mut negative = 0u64;
@@ -1877,7 +1908,12 @@ fn build_report(
             continue;
         }
         alive[o.channel as usize] += 1;
-        for (seq, recv_ns) in o.receipts {
+        for Receipt {
+            seq,
+            recv_ns,
+            server_ns,
+        } in o.receipts
+        {
             let Some(r) = record_for(seq) else {
                 continue;
             };
@@ -1893,6 +1929,16 @@ fn build_report(
                 &mut from_send,
                 Duration::from_nanos(recv_ns.saturating_sub(r.sent_ns)),
             );
+            if server_ns > 0 {
+                record_latency(
+                    &mut to_transition,
+                    Duration::from_nanos(server_ns.saturating_sub(r.commit_ns)),
+                );
+                record_latency(
+                    &mut to_receipt,
+                    Duration::from_nanos(recv_ns.saturating_sub(server_ns)),
+                );
+            }
         }
     }
     errors.merge(m.driver_errors);
@@ -2004,6 +2050,8 @@ fn build_report(
         },
         latency_from_commit,
         latency_from_send: summarize(&from_send),
+        latency_commit_to_transition: summarize(&to_transition),
+        latency_transition_to_receipt: summarize(&to_receipt),
         cpu: CpuReport {
             convexd_cores: cores(m.cpu_start.server, m.cpu_end.server),
             deno_workers_cores: cores(m.cpu_start.deno, m.cpu_end.deno),
@@ -2103,9 +2151,11 @@ fn print_table(r: &Report) {
     for (name, l) in [
         ("commit->receipt", &r.latency_from_commit),
         ("send->receipt", &r.latency_from_send),
+        ("commit->serverTs", &r.latency_commit_to_transition),
+        ("serverTs->receipt", &r.latency_transition_to_receipt),
     ] {
         println!(
-            "latency   {name:<16} p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  ({} samples)",
+            "latency   {name:<17} p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  ({} samples)",
             l.p50_us / 1000.0,
             l.p99_us / 1000.0,
             l.p999_us / 1000.0,
@@ -2225,7 +2275,7 @@ mod tests {
     #[test]
     fn the_reference_transition_parses_and_chains() {
         let first = r#"{"type":"Transition","startVersion":{"querySet":0,"identity":0,"ts":"AAAAAAAAAAA="},"endVersion":{"querySet":1,"identity":0,"ts":"FW3yC3DnCRg="},"modifications":[{"type":"QueryUpdated","queryId":0,"value":[{"_creationTime":1732170000223.4568,"_id":"j57ajy17vvmm1ahgn6w69w8f3s7vvxxe","seq":-1,"body":"hi"}],"logLines":[],"journal":null}],"clientClockSkew":-4,"serverTs":1732170000130000000}"#;
-        let second = r#"{"type":"Transition","startVersion":{"querySet":1,"identity":0,"ts":"FW3yC3DnCRg="},"endVersion":{"querySet":1,"identity":0,"ts":"FU7oEXDnCRg="},"modifications":[{"type":"QueryUpdated","queryId":0,"value":[{"seq":7},{"seq":-1}],"logLines":[],"journal":null}]}"#;
+        let second = r#"{"type":"Transition","startVersion":{"querySet":1,"identity":0,"ts":"FW3yC3DnCRg="},"endVersion":{"querySet":1,"identity":0,"ts":"FU7oEXDnCRg="},"modifications":[{"type":"QueryUpdated","queryId":0,"value":[{"seq":7},{"seq":-1}],"logLines":[],"journal":null}],"clientClockSkew":null,"serverTs":15}"#;
         let shared = SessionShared {
             url: String::new(),
             port: 0,
@@ -2247,7 +2297,14 @@ mod tests {
         assert!(reader.got_value);
         assert!(out.receipts.is_empty(), "the first value is the baseline");
         reader.on_text(second, 20, &shared, &mut out).unwrap();
-        assert_eq!(out.receipts, [(7, 20)]);
+        assert_eq!(
+            out.receipts,
+            [Receipt {
+                seq: 7,
+                recv_ns: 20,
+                server_ns: 15
+            }]
+        );
         // The same start again breaks the chain.
         reader.on_text(second, 30, &shared, &mut out).unwrap();
         assert_eq!(out.errors.version_breaks, 1);
