@@ -288,8 +288,12 @@ struct MemoryReport {
     /// The Deno workers' VmRSS summed, at the same two moments.
     deno_rss_base_kib: u64,
     deno_rss_idle_kib: u64,
-    /// `convexd`'s VmRSS after the mutation phase and drain.
+    /// `convexd`'s VmRSS after the mutation phase and drain, the sessions
+    /// still open and idle again (settled like the idle figure).
     server_rss_after_run_kib: u64,
+    /// (after run − base) / ready sessions: what an idle session holds once
+    /// it has been busy.
+    server_kib_per_session_after_run: f64,
     /// This benchmark process's own VmRSS with all sessions open.
     client_rss_idle_kib: u64,
 }
@@ -341,6 +345,11 @@ struct CpuReport {
     convexd_cores: f64,
     deno_workers_cores: f64,
     client_cores: f64,
+    /// Every CPU's busy time, in cores (at most the machine's CPUs).
+    machine_busy_cores: f64,
+    /// What other processes used meanwhile: machine busy minus the three
+    /// above (and the kernel's own threads); a disturbed run shows here.
+    other_cores: f64,
     seconds: f64,
 }
 
@@ -765,6 +774,23 @@ struct CpuSample {
     server: u64,
     deno: u64,
     client: u64,
+    /// Busy ticks of every CPU (`/proc/stat`: all but idle and iowait).
+    machine: u64,
+}
+
+fn machine_busy_ticks() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user).
+    v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
 }
 
 fn cpu_sample(server: u32) -> CpuSample {
@@ -773,6 +799,7 @@ fn cpu_sample(server: u32) -> CpuSample {
         server: cpu_ticks(server),
         deno: children(server).into_iter().map(cpu_ticks).sum(),
         client: cpu_ticks(std::process::id()),
+        machine: machine_busy_ticks(),
     }
 }
 
@@ -1822,7 +1849,8 @@ async fn measure(args: &Args, server: &ServerProc) -> Result<Measured, String> {
     .await;
     let drain_seconds = last_send.elapsed().as_secs_f64();
     let cpu_end = cpu_sample(server.pid);
-    let rss_after = rss_kib(server.pid);
+    // The sessions are idle again: what the activity left resident.
+    let (rss_after, _) = settled_rss(server.pid, Duration::from_secs_f64(args.settle)).await;
 
     // Stop and collect.
     let _ = stop_tx.send(true);
@@ -2018,6 +2046,11 @@ fn build_report(
             deno_rss_base_kib: m.deno_base,
             deno_rss_idle_kib: m.deno_idle,
             server_rss_after_run_kib: m.rss_after,
+            server_kib_per_session_after_run: if ready > 0 {
+                m.rss_after.saturating_sub(m.rss_base) as f64 / ready as f64
+            } else {
+                0.0
+            },
             client_rss_idle_kib: m.client_rss_idle,
         },
         mutations: MutationReport {
@@ -2056,6 +2089,12 @@ fn build_report(
             convexd_cores: cores(m.cpu_start.server, m.cpu_end.server),
             deno_workers_cores: cores(m.cpu_start.deno, m.cpu_end.deno),
             client_cores: cores(m.cpu_start.client, m.cpu_end.client),
+            machine_busy_cores: cores(m.cpu_start.machine, m.cpu_end.machine),
+            other_cores: (cores(m.cpu_start.machine, m.cpu_end.machine)
+                - cores(m.cpu_start.server, m.cpu_end.server)
+                - cores(m.cpu_start.deno, m.cpu_end.deno)
+                - cores(m.cpu_start.client, m.cpu_end.client))
+            .max(0.0),
             seconds: secs,
         },
         errors: ErrorReport {
@@ -2112,7 +2151,8 @@ fn print_table(r: &Report) {
     let mem = &r.memory;
     println!(
         "memory    convexd RSS {:.1} MiB -> {:.1} MiB idle{}: {:.1} KiB per idle session \
-         (Deno workers {:.1} -> {:.1} MiB; after the run {:.1} MiB; this client {:.1} MiB)",
+         (Deno workers {:.1} -> {:.1} MiB; after the run {:.1} MiB, {:.1} KiB per session; \
+         this client {:.1} MiB)",
         mem.server_rss_base_kib as f64 / 1024.0,
         mem.server_rss_idle_kib as f64 / 1024.0,
         if mem.settled { "" } else { " (not settled)" },
@@ -2120,6 +2160,7 @@ fn print_table(r: &Report) {
         mem.deno_rss_base_kib as f64 / 1024.0,
         mem.deno_rss_idle_kib as f64 / 1024.0,
         mem.server_rss_after_run_kib as f64 / 1024.0,
+        mem.server_kib_per_session_after_run,
         mem.client_rss_idle_kib as f64 / 1024.0
     );
     let mu = &r.mutations;
@@ -2165,8 +2206,15 @@ fn print_table(r: &Report) {
     }
     let cpu = &r.cpu;
     println!(
-        "cpu       convexd {:.2} cores, Deno workers {:.2}, this client {:.2} (over {:.1} s)",
-        cpu.convexd_cores, cpu.deno_workers_cores, cpu.client_cores, cpu.seconds
+        "cpu       convexd {:.2} cores, Deno workers {:.2}, this client {:.2}, other processes {:.2}; \
+         machine busy {:.2} of {} (over {:.1} s)",
+        cpu.convexd_cores,
+        cpu.deno_workers_cores,
+        cpu.client_cores,
+        cpu.other_cores,
+        cpu.machine_busy_cores,
+        m.nproc,
+        cpu.seconds
     );
     let e = &r.errors;
     println!(
