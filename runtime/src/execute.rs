@@ -8,7 +8,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use engine::db::{Database, DbError, Transaction};
+use engine::db::{
+    prefix_key, prefix_successor, Database, DbError, Doc, FieldPath, KeyInterval, Order,
+    Transaction,
+};
+use engine::subs::SubscriptionId;
 use engine::ts::Ts;
 use engine::value::json::{from_json, to_json};
 use engine::value::Value;
@@ -56,7 +60,49 @@ pub struct Call {
     pub caller: Caller,
     /// Run a query at this earlier snapshot.
     pub at_ts: Option<Ts>,
+    /// A live query's journal from its previous run (see
+    /// [`CallOutcome::journal`]); `None` on a first run.
+    pub journal: Option<String>,
+    /// Register a query's read set with the engine's subscriptions
+    /// ([`CallOutcome::subscription`]).
+    pub subscribe: bool,
+    /// A mutation sent over a sync session: applied at most once per
+    /// (session, request), however often the client re-sends it.
+    pub session_request: Option<SessionRequest>,
 }
+
+impl Call {
+    /// A plain call: latest snapshot, no journal, no subscription.
+    pub fn new(
+        path: impl Into<String>,
+        kind: Option<UdfType>,
+        args: Value,
+        caller: Caller,
+    ) -> Call {
+        Call {
+            path: path.into(),
+            kind,
+            args,
+            caller,
+            at_ts: None,
+            journal: None,
+            subscribe: false,
+            session_request: None,
+        }
+    }
+}
+
+/// Which sync session sent a mutation, and its number there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRequest {
+    pub session_id: String,
+    pub request_id: u32,
+}
+
+/// The system table remembering each session's applied mutations, and its
+/// index by (session, request).
+pub const SESSION_REQUESTS_TABLE: &str = "_session_requests";
+pub const SESSION_REQUESTS_INDEX: &str = "by_session_request";
 
 /// A function's failure as clients see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,8 +117,32 @@ pub struct FunctionError {
 pub struct CallOutcome {
     pub result: Result<Value, FunctionError>,
     pub log_lines: Vec<String>,
-    /// The snapshot a query read, or the commit of a mutation.
+    /// The snapshot a query read, or the commit of a mutation (for a
+    /// mutation replayed from its session record: a snapshot it is in).
     pub ts: Option<Ts>,
+    /// A query's journal: where its paginated read ended, so that a rerun
+    /// covers the same range (opaque to clients); `None` without a page.
+    pub journal: Option<String>,
+    /// The query's subscription, when [`Call::subscribe`] asked for one.
+    pub subscription: Option<SubscriptionId>,
+}
+
+/// A journal as clients hold it: `{"endCursor": ...}`.
+fn encode_journal(end_cursor: Option<&str>) -> Option<String> {
+    end_cursor.map(|c| json!({ "endCursor": c }).to_string())
+}
+
+fn decode_journal(journal: Option<&str>) -> Result<Option<String>, String> {
+    let Some(j) = journal else { return Ok(None) };
+    let parsed: JsonValue =
+        serde_json::from_str(j).map_err(|e| format!("Invalid query journal {j:?}: {e}"))?;
+    match parsed.get("endCursor") {
+        Some(JsonValue::String(c)) => Ok(Some(c.clone())),
+        Some(JsonValue::Null) | None if parsed.is_object() => Ok(None),
+        _ => Err(format!(
+            "Invalid query journal {j:?}: expected {{\"endCursor\": string}}"
+        )),
+    }
 }
 
 /// How the executor is set up.
@@ -83,6 +153,8 @@ pub struct ExecutorConfig {
     pub modules_dir: std::path::PathBuf,
     /// Worker processes for queries and mutations.
     pub workers: usize,
+    /// The deployment's public URL (`_system/cli/convexUrl:cloudUrl`).
+    pub cloud_url: String,
 }
 
 /// Runs calls against the current deployment.
@@ -90,6 +162,7 @@ pub struct Executor {
     db: Arc<Database>,
     runtime: Arc<Runtime>,
     current: RwLock<Arc<Deployment>>,
+    cloud_url: String,
 }
 
 impl std::fmt::Debug for Executor {
@@ -128,6 +201,7 @@ impl Executor {
         rc.max_workers = config.workers.max(1);
         let runtime = Runtime::new(rc).map_err(|e| e.to_string())?;
         let runtime = Arc::new(runtime);
+        ensure_session_requests_index(&db)?;
         let (modules, version) = crate::deployment::load(&db)?;
         let deployment = if modules.is_empty() {
             Deployment::empty()
@@ -139,6 +213,7 @@ impl Executor {
             db,
             runtime,
             current: RwLock::new(Arc::new(deployment)),
+            cloud_url: config.cloud_url,
         })
     }
 
@@ -263,6 +338,53 @@ impl Executor {
         }
     }
 
+    /// A `_system/` query (see [`crate::system`]): admin only.
+    fn system_query(
+        &self,
+        call: &Call,
+        module: &str,
+        name: &str,
+        display: &str,
+        fail: impl Fn(String) -> CallOutcome,
+    ) -> CallOutcome {
+        if call.caller != Caller::Admin {
+            return fail(format!(
+                "Could not find public function for '{display}'. System functions need the admin key."
+            ));
+        }
+        if matches!(call.kind, Some(UdfType::Mutation | UdfType::Action)) {
+            return fail(format!("{display} is a query"));
+        }
+        let tx = match call.at_ts {
+            Some(ts) => match self.db.begin_at(ts) {
+                Ok(tx) => tx,
+                Err(e) => return fail(e.to_string()),
+            },
+            None => self.db.begin(),
+        };
+        let mut tx = tx;
+        let cx = crate::system::SystemContext {
+            db: &self.db,
+            cloud_url: &self.cloud_url,
+        };
+        let Some(result) = crate::system::run(module, name, &call.args, &mut tx, &cx) else {
+            return fail(format!(
+                "Could not find function for '{display}': this system function is not supported by this server yet."
+            ));
+        };
+        let result = match result {
+            Ok(v) => Ok(v),
+            Err(m) => return fail(m),
+        };
+        CallOutcome {
+            result,
+            log_lines: Vec::new(),
+            ts: Some(tx.begin_ts()),
+            journal: None,
+            subscription: call.subscribe.then(|| self.db.subscribe(&tx)),
+        }
+    }
+
     /// Runs one call to the end (blocking: call it from a blocking thread).
     pub fn call(&self, call: Call) -> CallOutcome {
         self.call_at_depth(call, 0)
@@ -277,6 +399,8 @@ impl Executor {
             }),
             log_lines: Vec::new(),
             ts: None,
+            journal: None,
+            subscription: None,
         };
         if depth > MAX_CALL_DEPTH {
             return fail(format!(
@@ -286,9 +410,12 @@ impl Executor {
         let deployment = self.deployment();
         let (module, name) = canonicalize_udf_path(call.path.trim_start_matches("./"));
         let display = format!("{}:{}", module.trim_end_matches(".js"), name);
-        if module.starts_with("_system/") || module.starts_with("_deps/") {
+        if module.starts_with("_system/") {
+            return self.system_query(&call, &module, &name, &display, fail);
+        }
+        if module.starts_with("_deps/") {
             return fail(format!(
-                "Could not find public function for '{display}'. System functions (_system/...) are not supported by this server yet."
+                "Could not find public function for '{display}'. Components are not supported by this server yet."
             ));
         }
         let Some(f) = deployment.function(&module, &name) else {
@@ -361,6 +488,8 @@ impl Executor {
             result,
             log_lines,
             ts,
+            journal: None,
+            subscription: None,
         };
         let js_error = |e: crate::worker::JsError| FunctionError {
             message: server_error(&request_id, &e.message),
@@ -375,6 +504,20 @@ impl Executor {
                 data: None,
             })
         };
+        let replay = |record: &Doc, ts: Ts| -> CallOutcome {
+            let result = match record.get("result") {
+                Some(Value::String(text)) => serde_json::from_str::<JsonValue>(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|j| from_json(&j).map_err(|e| e.to_string())),
+                _ => Err("the record has no result".to_string()),
+            };
+            match result {
+                Ok(v) => outcome(Ok(v), Vec::new(), Some(ts)),
+                Err(e) => fail(format!(
+                    "The record of this mutation's earlier run is damaged: {e}"
+                )),
+            }
+        };
         match f.udf_type {
             UdfType::Query => {
                 let tx = match call.at_ts {
@@ -386,7 +529,12 @@ impl Executor {
                 };
                 let mut tx = tx;
                 let ts = tx.begin_ts();
-                let mut handler = DbSyscalls::new(&mut tx, UdfType::Query, context.clone());
+                let end_cursor = match decode_journal(call.journal.as_deref()) {
+                    Ok(c) => c,
+                    Err(m) => return fail(m),
+                };
+                let mut handler = DbSyscalls::new(&mut tx, UdfType::Query, context.clone())
+                    .with_journal_end_cursor(end_cursor);
                 if let Some(schema) = deployment.schema() {
                     handler = handler.with_schema(schema);
                 }
@@ -394,19 +542,35 @@ impl Executor {
                     Ok(r) => r,
                     Err(e) => return fail(e.to_string()),
                 };
+                let journal = encode_journal(handler.journal_end_cursor());
                 drop(handler);
                 let result = ran.result.map_err(js_error).and_then(decode).and_then(|v| {
                     check_returns(&v, &tx)
                         .map(|()| v)
                         .map_err(|m| FunctionError { message: server_error(&request_id, &m), data: None })
                 });
-                outcome(result, ran.log_lines, Some(ts))
+                // A failed query is live too: the data it read may change.
+                let subscription = call.subscribe.then(|| self.db.subscribe(&tx));
+                CallOutcome {
+                    result,
+                    log_lines: ran.log_lines,
+                    ts: Some(ts),
+                    journal,
+                    subscription,
+                }
             }
             UdfType::Mutation => {
                 let mut backoff = Duration::from_millis(1);
                 let mut last_conflict = None;
                 for _ in 0..MUTATION_ATTEMPTS {
                     let mut tx = self.db.begin();
+                    if let Some(sr) = &call.session_request {
+                        match find_session_request(&mut tx, sr) {
+                            Ok(Some(record)) => return replay(&record, tx.begin_ts()),
+                            Ok(None) => {}
+                            Err(e) => return fail(e.to_string()),
+                        }
+                    }
                     let mut handler = DbSyscalls::new(&mut tx, UdfType::Mutation, context.clone());
                     if let Some(schema) = deployment.schema() {
                         handler = handler.with_schema(schema);
@@ -427,6 +591,14 @@ impl Executor {
                             ran.log_lines,
                             None,
                         );
+                    }
+                    if let Some(sr) = &call.session_request {
+                        if let Err(e) = record_session_request(&mut tx, sr, &value) {
+                            return fail(format!(
+                                "Cannot record mutation {} of session {} for deduplication: {e}",
+                                sr.request_id, sr.session_id
+                            ));
+                        }
                     }
                     match self.db.commit(tx) {
                         Ok(ts) => return outcome(Ok(value), ran.log_lines, Some(ts)),
@@ -551,13 +723,7 @@ impl SyscallHandler for ActionSyscalls<'_> {
         };
         let started = Instant::now();
         let out = self.executor.call_at_depth(
-            Call {
-                path: name,
-                kind: Some(kind),
-                args: call_args,
-                caller: Caller::Admin,
-                at_ts: None,
-            },
+            Call::new(name, Some(kind), call_args, Caller::Admin),
             self.depth + 1,
         );
         tracing::debug!(op, took = ?started.elapsed(), "nested call");
@@ -573,4 +739,63 @@ impl SyscallHandler for ActionSyscalls<'_> {
             }),
         }
     }
+}
+
+/// Defines the index of [`SESSION_REQUESTS_TABLE`] if the database has none
+/// yet, and waits until it can be read.
+fn ensure_session_requests_index(db: &Database) -> Result<(), String> {
+    let mut tx = db.begin();
+    let exists = tx
+        .index_def(SESSION_REQUESTS_TABLE, SESSION_REQUESTS_INDEX)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if !exists {
+        let fields = ["sessionId", "requestId"].map(|f| FieldPath::parse(f).expect("valid path"));
+        tx.add_system_index(SESSION_REQUESTS_TABLE, SESSION_REQUESTS_INDEX, &fields)
+            .map_err(|e| e.to_string())?;
+        db.commit(tx).map_err(|e| e.to_string())?;
+    }
+    db.wait_for_index(
+        SESSION_REQUESTS_TABLE,
+        SESSION_REQUESTS_INDEX,
+        Duration::from_secs(600),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The record of `sr` in `tx`'s snapshot. The read is in `tx`'s read set
+/// either way, so two runs of the same request cannot both commit.
+fn find_session_request(
+    tx: &mut Transaction<'_>,
+    sr: &SessionRequest,
+) -> Result<Option<Doc>, DbError> {
+    let start = prefix_key(&[
+        Some(&Value::String(sr.session_id.clone())),
+        Some(&Value::Int64(i64::from(sr.request_id))),
+    ]);
+    let end = prefix_successor(&start).expect("a key prefix has a successor");
+    let interval = KeyInterval {
+        start: std::ops::Bound::Included(start),
+        end: std::ops::Bound::Excluded(end),
+    };
+    let mut docs = tx.scan(
+        SESSION_REQUESTS_TABLE,
+        SESSION_REQUESTS_INDEX,
+        &interval,
+        Order::Asc,
+        Some(1),
+    )?;
+    Ok(docs.pop())
+}
+
+fn record_session_request(
+    tx: &mut Transaction<'_>,
+    sr: &SessionRequest,
+    result: &Value,
+) -> Result<(), DbError> {
+    let mut fields = engine::value::Object::new();
+    fields.insert("sessionId".into(), Value::String(sr.session_id.clone()));
+    fields.insert("requestId".into(), Value::Int64(i64::from(sr.request_id)));
+    fields.insert("result".into(), Value::String(to_json(result).to_string()));
+    tx.insert_system(SESSION_REQUESTS_TABLE, fields).map(|_| ())
 }

@@ -21,6 +21,7 @@
 
 pub mod schema;
 pub mod syscalls;
+pub mod system;
 pub mod validator;
 
 use serde::{Deserialize, Serialize};

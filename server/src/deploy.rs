@@ -598,6 +598,10 @@ pub async fn finish_push(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
+    // Live queries ran the old code: rerun them all.
+    if let Some(hub) = state.started_sync_hub() {
+        hub.invalidate_all().await;
+    }
     tracing::info!(push = %id, "deployed");
     Ok(Json(diff))
 }

@@ -166,6 +166,9 @@ async fn typed(
         args: parse_args(body.get("args"))?,
         caller,
         at_ts,
+        journal: None,
+        subscribe: false,
+        session_request: None,
     };
     run_call(&state, call, format).await
 }
@@ -245,13 +248,12 @@ pub async fn function(
         }
     }
     let format = Format::parse(body.get("format").and_then(JsonValue::as_str))?;
-    let call = Call {
-        path: body_str(&body, "path")?.to_string(),
-        kind: None,
-        args: parse_args(body.get("args"))?,
-        caller: Caller::Admin,
-        at_ts: None,
-    };
+    let call = Call::new(
+        body_str(&body, "path")?,
+        None,
+        parse_args(body.get("args"))?,
+        Caller::Admin,
+    );
     run_call(&state, call, format).await
 }
 
@@ -276,12 +278,6 @@ pub async fn run_path(
             ))
         }
     };
-    let call = Call {
-        path: udf_path,
-        kind: None,
-        args: parse_args(body.get("args"))?,
-        caller,
-        at_ts: None,
-    };
+    let call = Call::new(udf_path, None, parse_args(body.get("args"))?, caller);
     run_call(&state, call, format).await
 }

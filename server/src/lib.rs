@@ -10,6 +10,7 @@ pub mod admin;
 pub mod deploy;
 mod error;
 pub mod functions;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +66,31 @@ pub struct AppState {
     pushes: Mutex<deploy::Pushes>,
     /// One finish_push at a time.
     deploy_lock: tokio::sync::Mutex<()>,
+    /// Worker processes: bounds the live queries a sync cycle runs at once.
+    workers: usize,
+    /// The sync sessions' hub, started with the first socket.
+    sync: std::sync::OnceLock<Result<sync::hub::Hub, String>>,
+}
+
+impl AppState {
+    /// The sync hub, started on first use (it needs the tokio runtime).
+    pub fn sync_hub(&self) -> Result<sync::hub::Hub, String> {
+        self.sync
+            .get_or_init(|| {
+                sync::hub::Hub::start(
+                    Arc::clone(&self.db),
+                    Arc::clone(&self.executor),
+                    self.admin_key.clone(),
+                    self.workers * 2,
+                )
+            })
+            .clone()
+    }
+
+    /// The hub if a socket has started it.
+    pub fn started_sync_hub(&self) -> Option<sync::hub::Hub> {
+        self.sync.get().and_then(|h| h.as_ref().ok()).cloned()
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -106,6 +132,7 @@ pub fn open(config: &Config) -> Result<(DataDir, Arc<AppState>), String> {
             deno: deno.path,
             modules_dir: dir.path().join("modules"),
             workers: config.workers,
+            cloud_url: config.cloud_url.clone(),
         },
     )
     .map_err(|e| format!("cannot start the runtime: {e}"))?;
@@ -118,6 +145,8 @@ pub fn open(config: &Config) -> Result<(DataDir, Arc<AppState>), String> {
         site_url: config.site_url.clone(),
         pushes: Mutex::new(deploy::Pushes::default()),
         deploy_lock: tokio::sync::Mutex::new(()),
+        workers: config.workers.max(1),
+        sync: std::sync::OnceLock::new(),
     });
     Ok((dir, state))
 }
@@ -140,6 +169,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/run/{*path}", post(functions::run_path))
         .route("/api/query_ts", post(functions::query_ts))
         .route("/api/query_at_ts", post(functions::query_at_ts))
+        .route("/api/sync", get(sync::sync_handler))
+        .route("/api/{version}/sync", get(sync::sync_handler))
         .route("/api/get_config_hashes", post(deploy::get_config_hashes))
         .route("/api/deploy2/start_push", post(deploy::start_push))
         .route("/api/deploy2/evaluate_push", post(deploy::evaluate_push))

@@ -228,6 +228,9 @@ pub enum RecvError {
 pub struct SubscriptionManager {
     inner: Mutex<Inner>,
     shared: Arc<Shared>,
+    /// The last processed commit, for those who wait for one (a session
+    /// owes its client an update at or after its mutation's commit).
+    processed_watch: tokio::sync::watch::Sender<Ts>,
 }
 
 /// The receiving side of a manager's reports: one consumer.
@@ -513,6 +516,7 @@ impl SubscriptionManager {
         let manager = SubscriptionManager {
             inner: Mutex::new(inner),
             shared: Arc::clone(&shared),
+            processed_watch: tokio::sync::watch::Sender::new(options.start_ts),
         };
         (manager, Invalidations { shared })
     }
@@ -634,6 +638,8 @@ impl SubscriptionManager {
         let reported = inner.reports.len();
         pause::point("on_commit.publishing");
         self.shared.publish(&mut inner.reports);
+        // After the reports: whoever sees `ts` here finds them queued.
+        self.processed_watch.send_replace(ts);
         let c = &mut inner.counters;
         let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         c.commits += 1;
@@ -647,8 +653,15 @@ impl SubscriptionManager {
     }
 
     /// The last commit passed to `on_commit` (or the start timestamp).
+    /// Every report of it and of earlier commits is queued already.
     pub fn processed_ts(&self) -> Ts {
         self.lock().processed
+    }
+
+    /// Watches [`SubscriptionManager::processed_ts`]: changes after each
+    /// processed commit (its reports are queued before the change shows).
+    pub fn watch_processed(&self) -> tokio::sync::watch::Receiver<Ts> {
+        self.processed_watch.subscribe()
     }
 
     pub fn stats(&self) -> SubscriptionStats {

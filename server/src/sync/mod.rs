@@ -1,0 +1,155 @@
+//! The WebSocket sync protocol (`/api/{version}/sync`, `/api/sync`) that
+//! `ConvexClient` and `ConvexReactClient` speak: live queries, mutations
+//! and actions over one socket. Each socket is one task that parses the
+//! client's messages for the [`hub::Hub`] and writes what the hub queues
+//! for it; the hub keeps every session's state and runs the live queries.
+
+pub mod hub;
+pub mod protocol;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::AppState;
+use hub::{Cmd, Hub, Outgoing, SessionLink, SESSION_QUEUE};
+use protocol::ClientMessage;
+
+/// A JSON Ping after this long without sending anything (the client
+/// reconnects after 60 s of silence).
+pub const PING_AFTER: Duration = Duration::from_secs(15);
+/// Largest message a client may send (a mutation's args are at most 8 MiB
+/// of values, more as JSON text).
+const MAX_CLIENT_MESSAGE: usize = 64 << 20;
+/// Socket buffers: small, so an idle session costs little memory; they
+/// grow while a large message passes.
+const SOCKET_BUFFER: usize = 4096;
+
+/// `GET /api/sync` and `GET /api/{version}/sync`.
+pub async fn sync_handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    ws.read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            match state.sync_hub() {
+                Ok(hub) => serve_socket(state, hub, socket).await,
+                Err(e) => tracing::error!(error = %e, "the sync hub cannot start"),
+            }
+        })
+}
+
+fn close_frame(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
+    let key = hub.next_key();
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(SESSION_QUEUE);
+    let link = Arc::new(SessionLink::default());
+    let mut connected = false;
+    let mut last_sent = Instant::now();
+    loop {
+        let ping_at = last_sent + PING_AFTER;
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = socket
+                            .send(Message::Text(protocol::fatal_error("BadRequest: binary messages are not part of the protocol").into()))
+                            .await;
+                        break;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                let message: ClientMessage = match serde_json::from_str(text.as_str()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = socket
+                            .send(Message::Text(protocol::fatal_error(&format!("BadRequest: invalid message: {e}")).into()))
+                            .await;
+                        break;
+                    }
+                };
+                if !connected {
+                    let ClientMessage::Connect { session_id, max_observed_timestamp, client_ts, .. } = message else {
+                        let _ = socket
+                            .send(Message::Text(protocol::fatal_error("BadRequest: the first message must be Connect").into()))
+                            .await;
+                        break;
+                    };
+                    if let Some(observed) = max_observed_timestamp.as_deref().map(protocol::decode_ts) {
+                        match observed {
+                            Ok(observed) if observed > state.db.snapshot_ts() => {
+                                // Upstream closes too: the client has seen
+                                // data this server does not have.
+                                tracing::warn!(%session_id, observed = %observed, "client is ahead of this server");
+                                let _ = socket.send(close_frame(1011, "InternalServerError: the client has observed a timestamp newer than this server's latest")).await;
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let _ = socket.send(Message::Text(protocol::fatal_error(&format!("BadRequest: {e}")).into())).await;
+                                break;
+                            }
+                        }
+                    }
+                    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+                    let clock_skew = client_ts.map(|c| (c - now_ms).round());
+                    let cmd = Cmd::Connect { key, session_id, out: out_tx.clone(), link: Arc::clone(&link), clock_skew };
+                    if hub.send(cmd).await.is_err() {
+                        break;
+                    }
+                    connected = true;
+                    continue;
+                }
+                if hub.send(Cmd::Message { key, message }).await.is_err() {
+                    break;
+                }
+            }
+            out = out_rx.recv() => {
+                match out {
+                    Some(Outgoing::Text(text)) => {
+                        if socket.send(Message::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                        last_sent = Instant::now();
+                    }
+                    Some(Outgoing::Close(frame)) => {
+                        let msg = match frame {
+                            Some((code, reason)) => close_frame(code, &reason),
+                            None => Message::Close(None),
+                        };
+                        let _ = socket.send(msg).await;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            () = link.kill.notified() => {
+                let frame = link.close.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let (code, reason) = frame.unwrap_or((1013, "SubscriptionsWorkerFullError".into()));
+                let _ = socket.send(close_frame(code, &reason)).await;
+                break;
+            }
+            () = tokio::time::sleep_until(ping_at) => {
+                if socket.send(Message::Text(protocol::PING.into())).await.is_err() {
+                    break;
+                }
+                last_sent = Instant::now();
+            }
+        }
+    }
+    if connected {
+        let _ = hub.send(Cmd::Disconnected { key }).await;
+    }
+}
