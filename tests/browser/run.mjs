@@ -14,7 +14,7 @@
 //
 // Every wait is bounded. Prints one JSON summary line last and exits 0, or
 // prints what failed, each page's state, its console and its last WebSocket
-// frames, and exits 1.
+// frames, and exits 1. BROWSER_TRACE=1 logs every frame to stderr.
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
@@ -52,6 +52,8 @@ const READY_MS = 20_000;
 /** The whole run. */
 const TOTAL_MS = 180_000;
 const PAGE_SIZE = 3;
+/** BROWSER_TRACE=1 logs every WebSocket frame to stderr as it passes. */
+const trace = process.env.BROWSER_TRACE === "1";
 const SEEDED = 7;
 
 const api = anyApi;
@@ -223,6 +225,7 @@ async function openPage(browser, name, pageUrl) {
     const sock = { url: ws.url(), sent: 0, received: 0, closed: false, error: null };
     rec.sockets.push(sock);
     const keep = (dir, payload) => {
+      if (trace) log(`${name} ${dir} ${payload}`);
       rec.frames.push(`${stamp()} ${dir} ${clip(String(payload))}`);
       if (rec.frames.length > 300) rec.frames.shift();
     };
