@@ -741,6 +741,51 @@ impl SyscallHandler for ActionSyscalls<'_> {
     }
 }
 
+/// How long a session's mutation record is kept: a client re-sending a
+/// mutation later than this (after a day offline) would apply it again.
+pub const SESSION_REQUEST_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Deletes session records created before `horizon_ms` (Unix ms), at most
+/// `batch` per transaction, oldest first; returns how many went. Keeps
+/// `_session_requests` bounded by the retention instead of growing with
+/// every mutation ever sent over a socket.
+pub fn expire_session_requests(
+    db: &Database,
+    horizon_ms: f64,
+    batch: usize,
+) -> Result<usize, DbError> {
+    let end = prefix_key(&[Some(&Value::Float64(horizon_ms))]);
+    let interval = KeyInterval {
+        start: std::ops::Bound::Unbounded,
+        end: std::ops::Bound::Excluded(end),
+    };
+    let mut removed = 0;
+    loop {
+        let mut tx = db.begin();
+        let docs = tx.scan(
+            SESSION_REQUESTS_TABLE,
+            engine::db::BY_CREATION_TIME,
+            &interval,
+            Order::Asc,
+            Some(batch.max(1)),
+        )?;
+        if docs.is_empty() {
+            return Ok(removed);
+        }
+        let n = docs.len();
+        for doc in docs {
+            if let Some(id) = engine::db::doc_id(&doc) {
+                tx.delete_system(id)?;
+            }
+        }
+        db.commit(tx)?;
+        removed += n;
+        if n < batch.max(1) {
+            return Ok(removed);
+        }
+    }
+}
+
 /// Defines the index of [`SESSION_REQUESTS_TABLE`] if the database has none
 /// yet, and waits until it can be read.
 fn ensure_session_requests_index(db: &Database) -> Result<(), String> {
@@ -798,4 +843,47 @@ fn record_session_request(
     fields.insert("requestId".into(), Value::Int64(i64::from(sr.request_id)));
     fields.insert("result".into(), Value::String(to_json(result).to_string()));
     tx.insert_system(SESSION_REQUESTS_TABLE, fields).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::db::DbOptions;
+    use engine::dir::DataDir;
+
+    #[test]
+    fn session_records_are_found_by_session_and_request_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        let db = Database::open(&data, DbOptions::default()).unwrap();
+        ensure_session_requests_index(&db).unwrap();
+        let sr = |s: &str, r: u32| SessionRequest {
+            session_id: s.into(),
+            request_id: r,
+        };
+        let mut tx = db.begin();
+        for r in 0..5 {
+            record_session_request(&mut tx, &sr("a", r), &Value::Float64(f64::from(r))).unwrap();
+        }
+        record_session_request(&mut tx, &sr("b", 0), &Value::Null).unwrap();
+        db.commit(tx).unwrap();
+        let mut tx = db.begin();
+        let found = find_session_request(&mut tx, &sr("a", 3)).unwrap().unwrap();
+        assert_eq!(found.get("result"), Some(&Value::String("3.0".into())));
+        assert!(find_session_request(&mut tx, &sr("a", 9))
+            .unwrap()
+            .is_none());
+        assert!(find_session_request(&mut tx, &sr("c", 0))
+            .unwrap()
+            .is_none());
+        drop(tx);
+        // Nothing is older than a horizon in the past.
+        assert_eq!(expire_session_requests(&db, 0.0, 2).unwrap(), 0);
+        let later = now_ms() as f64 + 1000.0;
+        assert_eq!(expire_session_requests(&db, later, 2).unwrap(), 6);
+        let mut tx = db.begin();
+        assert!(find_session_request(&mut tx, &sr("a", 3))
+            .unwrap()
+            .is_none());
+    }
 }

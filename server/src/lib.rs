@@ -279,6 +279,31 @@ async fn check_admin_key(
 }
 
 /// Serves until ctrl-c / SIGTERM.
+/// Every ten minutes, deletes the sync sessions' mutation records older
+/// than [`runtime::execute::SESSION_REQUEST_RETENTION`].
+async fn expire_session_requests(db: Arc<Database>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        let db = Arc::clone(&db);
+        let done = tokio::task::spawn_blocking(move || {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+            let horizon =
+                now_ms - runtime::execute::SESSION_REQUEST_RETENTION.as_secs_f64() * 1000.0;
+            runtime::execute::expire_session_requests(&db, horizon, 1000)
+        })
+        .await;
+        match done {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "expired sync session records"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "expiring sync session records failed"),
+            Err(e) => tracing::warn!(error = %e, "expiring sync session records panicked"),
+        }
+    }
+}
+
 pub async fn serve(config: Config) -> Result<(), String> {
     let (_dir, state) = {
         let config = config.clone();
@@ -288,6 +313,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
     };
     let app = router(Arc::clone(&state));
     let site = site_router(Arc::clone(&state));
+    tokio::spawn(expire_session_requests(Arc::clone(&state.db)));
     let mut servers = Vec::new();
     for (addrs, app, what) in [
         (&config.listen, app, "deployment API"),

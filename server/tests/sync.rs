@@ -37,6 +37,19 @@ fn live_queries_see_other_clients_mutations_and_the_protocol_is_kept() {
 }
 
 #[test]
+fn a_client_that_stops_reading_is_closed_and_does_not_delay_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = bank_server(&tmp);
+    let stall = sync_driver(&server, &["stall", "80"]);
+    assert_eq!(stall["updates"], 80, "{stall}");
+    assert!(
+        server.log_text().contains("closing a sync session (1013)"),
+        "the stalled session was closed as overloaded; log:\n{}",
+        server.log_text()
+    );
+}
+
+#[test]
 fn no_subscriber_sees_the_bank_invariant_broken_during_1000_transfers() {
     let tmp = tempfile::tempdir().unwrap();
     let server = bank_server(&tmp);

@@ -325,7 +325,42 @@ async function protocol(adminKey) {
   return { fatal: fatal.error, tableSize: size.value };
 }
 
-const steps = { live, bank, dropped, restart, paginate, protocol };
+// A client that stops reading its socket while large updates flow: the
+// server closes it (1013, in the server log) instead of queueing without
+// bound, and another subscriber keeps getting every update.
+async function stall(updates = 300) {
+  const filler = "x".repeat(200);
+  for (let i = 0; i < 10; i++) {
+    await http.mutation(api.accounts.fill, { prefix: `fill-${run}-${i}`, count: 200, filler });
+  }
+  const { default: WebSocket } = await import("ws");
+  const slow = new WebSocket(url.replace(/^http/, "ws") + "/api/1.48.0/sync");
+  await new Promise((resolve, reject) => slow.on("open", resolve).on("error", reject));
+  let slowClosed = null;
+  slow.on("close", (code) => (slowClosed = code));
+  slow.on("error", () => {});
+  slow.send(JSON.stringify({ type: "Connect", sessionId: crypto.randomUUID(), connectionCount: 0, lastCloseReason: "InitialConnect", clientTs: Date.now() }));
+  slow.send(JSON.stringify({ type: "ModifyQuerySet", baseVersion: 0, newVersion: 1, modifications: [{ type: "Add", queryId: 0, udfPath: "accounts:ledger", args: [{}] }] }));
+  await sleep(300);
+  // Stop reading: the server's writes back up into its queue.
+  slow._socket.pause();
+  const fast = client();
+  let latest = null;
+  fast.onUpdate(api.accounts.ledger, {}, (v) => (latest = v));
+  await until("the fast client's first result", () => latest !== null);
+  const writer = client();
+  const n = Number(updates);
+  for (let i = 0; i < n; i++) {
+    await writer.mutation(api.accounts.record, { key: `stall-${run}-${i}` });
+  }
+  const last = `stall-${run}-${n - 1}`;
+  await until("the fast client to see the last update", () => latest.includes(last), 30000);
+  slow._socket.resume();
+  await until("the stalled socket to be closed", () => slowClosed !== null, 30000);
+  return { updates: n, slowClosed, ledgerBytes: JSON.stringify(latest).length };
+}
+
+const steps = { live, bank, dropped, restart, paginate, protocol, stall };
 try {
   const result = await steps[step](...rest);
   console.log(JSON.stringify(result));

@@ -425,3 +425,19 @@ fn pause_a_registration_waits_for_a_commit_in_progress() {
     );
     m.check_integrity();
 }
+
+#[test]
+fn the_processed_watch_changes_after_each_commit_with_its_reports_queued() {
+    let (m, mut rx) = manager();
+    let mut watch = m.watch_processed();
+    assert_eq!(*watch.borrow_and_update(), m.processed_ts());
+    let id = m.subscribe(vec![point(I, b"k")], Ts(5));
+    m.on_commit(Ts(7), [(I, &b"k"[..])]);
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(*watch.borrow_and_update(), Ts(7));
+    // Whoever sees 7 finds its report already queued.
+    assert_eq!(drain(&mut rx), vec![Invalidation { id, ts: Ts(7) }]);
+    m.on_commit(Ts(9), [(J, &b"x"[..])]);
+    assert_eq!(*watch.borrow_and_update(), Ts(9));
+    assert!(!watch.has_changed().unwrap());
+}

@@ -46,8 +46,10 @@ use crate::functions::parse_args;
 /// Names one socket's session in the hub.
 pub type SessionKey = u64;
 
-/// Messages queued for one socket before it pushes back.
+/// Messages queued for one socket before it is closed as too slow.
 pub const SESSION_QUEUE: usize = 256;
+/// Bytes queued for one socket before it is closed as too slow.
+pub const SESSION_QUEUE_BYTES: usize = 16 << 20;
 /// Mutations (and, separately, actions) one session may have in flight.
 pub const MAX_IN_FLIGHT: usize = 1000;
 /// Commands queued for the hub before sessions wait.
@@ -84,6 +86,8 @@ pub enum Outgoing {
 pub struct SessionLink {
     pub kill: Notify,
     pub close: Mutex<Option<(u16, String)>>,
+    /// Bytes of text queued and not yet written to the socket.
+    pub queued_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl SessionLink {
@@ -721,6 +725,19 @@ impl HubState {
         let Some(session) = self.sessions.get(&key) else {
             return false;
         };
+        if let Outgoing::Text(text) = &out {
+            let queued = session
+                .link
+                .queued_bytes
+                .fetch_add(text.len(), Ordering::Relaxed);
+            if queued + text.len() > SESSION_QUEUE_BYTES {
+                self.overloaded(
+                    key,
+                    "SubscriptionsWorkerFullError: this client is not reading its updates fast enough",
+                );
+                return false;
+            }
+        }
         match session.out.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {

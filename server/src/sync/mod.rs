@@ -119,8 +119,17 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
             out = out_rx.recv() => {
                 match out {
                     Some(Outgoing::Text(text)) => {
-                        if socket.send(Message::Text(text.into())).await.is_err() {
-                            break;
+                        link.queued_bytes.fetch_sub(text.len(), std::sync::atomic::Ordering::Relaxed);
+                        // A client that stops reading blocks this send; the
+                        // hub then gives up on it (its queue fills) and the
+                        // socket is dropped without waiting any longer.
+                        tokio::select! {
+                            sent = socket.send(Message::Text(text.into())) => {
+                                if sent.is_err() {
+                                    break;
+                                }
+                            }
+                            () = link.kill.notified() => break,
                         }
                         last_sent = Instant::now();
                     }
@@ -138,7 +147,8 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
             () = link.kill.notified() => {
                 let frame = link.close.lock().unwrap_or_else(|p| p.into_inner()).take();
                 let (code, reason) = frame.unwrap_or((1013, "SubscriptionsWorkerFullError".into()));
-                let _ = socket.send(close_frame(code, &reason)).await;
+                // The client may not be reading: do not wait for it long.
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close_frame(code, &reason))).await;
                 break;
             }
             () = tokio::time::sleep_until(ping_at) => {

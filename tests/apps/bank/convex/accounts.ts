@@ -100,3 +100,13 @@ export const all = query({
     return (await ctx.db.query("messages").order("desc").collect()).map((m) => m.n);
   },
 });
+
+// Many ledger rows at once, to make `ledger` results large.
+export const fill = mutation({
+  args: { prefix: v.string(), count: v.number(), filler: v.string() },
+  handler: async (ctx, { prefix, count, filler }) => {
+    for (let i = 0; i < count; i++) {
+      await ctx.db.insert("ledger", { key: `${prefix}-${i}-${filler}` });
+    }
+  },
+});
