@@ -334,6 +334,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
             tracing::info!("convexd {what} on http://{addr}");
             let app = app.clone();
             servers.push(tokio::spawn(async move {
+                use axum::serve::ListenerExt as _;
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown())
                     .await
