@@ -165,9 +165,22 @@ impl Hub {
             dirty: HashSet::new(),
             owed: HashSet::new(),
             epoch,
+            epoch_text: Arc::from(protocol::encode_ts(epoch)),
+            zero_ts_text: Arc::from(protocol::encode_ts(Ts(0))),
             transition_ids: 0,
         };
-        tokio::spawn(state.run(rx));
+        // Its own thread and runtime: with thousands of socket tasks on the
+        // server's runtime, the hub would otherwise wait in their queue
+        // each time it wakes. The calls it starts run on this runtime's
+        // blocking pool.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the sync hub's runtime: {e}"))?;
+        std::thread::Builder::new()
+            .name("sync-hub".into())
+            .spawn(move || runtime.block_on(state.run(rx)))
+            .map_err(|e| format!("cannot start the sync hub's thread: {e}"))?;
         Ok(Hub {
             tx,
             next_key: Arc::new(AtomicU64::new(1)),
@@ -227,8 +240,9 @@ struct Session {
     out: mpsc::Sender<Outgoing>,
     link: Arc<SessionLink>,
     clock_skew: Option<f64>,
-    /// The end version of the last Transition sent.
+    /// The end version of the last Transition sent, and its ts as text.
     sent: StateVersion,
+    sent_ts_text: Arc<str>,
     /// The last query set version received.
     query_set: u32,
     identity_version: u32,
@@ -267,6 +281,9 @@ struct HubState {
     /// The timestamp of the last cycle: every entry with a result and no
     /// pending rerun is true at it.
     epoch: Ts,
+    /// `epoch` as the protocol writes it, made once per cycle.
+    epoch_text: Arc<str>,
+    zero_ts_text: Arc<str>,
     transition_ids: u64,
 }
 
@@ -338,6 +355,7 @@ impl HubState {
                         link,
                         clock_skew,
                         sent: StateVersion::default(),
+                        sent_ts_text: Arc::clone(&self.zero_ts_text),
                         query_set: 0,
                         identity_version: 0,
                         identity: Identity::None,
@@ -815,7 +833,10 @@ impl HubState {
         }
         let t = p.max(self.epoch);
         self.run_pending(t).await;
-        self.epoch = t;
+        if t != self.epoch {
+            self.epoch = t;
+            self.epoch_text = Arc::from(protocol::encode_ts(t));
+        }
         let dirty: Vec<SessionKey> = self.dirty.drain().collect();
         for key in dirty {
             self.send_transition(key, t);
@@ -906,7 +927,8 @@ impl HubState {
             identity: session.identity_version,
             ts: t,
         };
-        let mut text = protocol::transition_head(session.sent, end);
+        let mut text =
+            protocol::transition_head(session.sent, &session.sent_ts_text, end, &self.epoch_text);
         let mut first = true;
         for query_id in session.removed.drain(..) {
             if !first {
@@ -932,6 +954,7 @@ impl HubState {
         }
         protocol::transition_tail(&mut text, session.clock_skew, now_ns());
         session.sent = end;
+        session.sent_ts_text = Arc::clone(&self.epoch_text);
         if session.owed_ts.is_some_and(|ts| ts <= t) {
             session.owed_ts = None;
             self.owed.remove(&key);

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -29,6 +30,8 @@ const MAX_CLIENT_MESSAGE: usize = 64 << 20;
 /// Socket buffers: small, so an idle session costs little memory; they
 /// grow while a large message passes.
 const SOCKET_BUFFER: usize = 4096;
+/// Most queued messages written with one flush.
+const WRITE_BATCH: usize = 64;
 
 /// `GET /api/sync` and `GET /api/{version}/sync`.
 pub async fn sync_handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
@@ -119,12 +122,32 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
             out = out_rx.recv() => {
                 match out {
                     Some(Outgoing::Text(text)) => {
-                        link.queued_bytes.fetch_sub(text.len(), std::sync::atomic::Ordering::Relaxed);
-                        // A client that stops reading blocks this send; the
+                        // Everything queued goes out with one flush (one
+                        // write for many messages), up to a bound.
+                        let mut batch = vec![text];
+                        let mut close = None;
+                        while batch.len() < WRITE_BATCH {
+                            match out_rx.try_recv() {
+                                Ok(Outgoing::Text(t)) => batch.push(t),
+                                Ok(Outgoing::Close(frame)) => {
+                                    close = Some(frame);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        // A client that stops reading blocks these writes; the
                         // hub then gives up on it (its queue fills) and the
                         // socket is dropped without waiting any longer.
+                        let write = async {
+                            for text in batch {
+                                link.queued_bytes.fetch_sub(text.len(), std::sync::atomic::Ordering::Relaxed);
+                                socket.feed(Message::Text(text.into())).await?;
+                            }
+                            socket.flush().await
+                        };
                         tokio::select! {
-                            sent = socket.send(Message::Text(text.into())) => {
+                            sent = write => {
                                 if sent.is_err() {
                                     break;
                                 }
@@ -132,6 +155,14 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
                             () = link.kill.notified() => break,
                         }
                         last_sent = Instant::now();
+                        if let Some(frame) = close {
+                            let msg = match frame {
+                                Some((code, reason)) => close_frame(code, &reason),
+                                None => Message::Close(None),
+                            };
+                            let _ = socket.send(msg).await;
+                            break;
+                        }
                     }
                     Some(Outgoing::Close(frame)) => {
                         let msg = match frame {

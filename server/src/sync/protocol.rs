@@ -94,20 +94,34 @@ pub struct StateVersion {
     pub ts: Ts,
 }
 
-impl StateVersion {
-    fn to_json(self) -> JsonValue {
-        json!({"querySet": self.query_set, "identity": self.identity, "ts": encode_ts(self.ts)})
-    }
+fn write_version(out: &mut String, v: StateVersion, ts_text: &str) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        r#"{{"querySet":{},"identity":{},"ts":"{}"}}"#,
+        v.query_set, v.identity, ts_text
+    );
 }
 
 /// The start of a Transition, up to its modifications' opening bracket;
-/// the caller appends modifications and [`transition_tail`].
-pub fn transition_head(start: StateVersion, end: StateVersion) -> String {
-    format!(
-        r#"{{"type":"Transition","startVersion":{},"endVersion":{},"modifications":["#,
-        start.to_json(),
-        end.to_json()
-    )
+/// the caller appends modifications and [`transition_tail`]. The versions'
+/// timestamps come already encoded ([`encode_ts`]), as one cycle shares
+/// them across sessions.
+pub fn transition_head(
+    start: StateVersion,
+    start_ts: &str,
+    end: StateVersion,
+    end_ts: &str,
+) -> String {
+    debug_assert_eq!(start_ts, encode_ts(start.ts));
+    debug_assert_eq!(end_ts, encode_ts(end.ts));
+    let mut out = String::with_capacity(256);
+    out.push_str(r#"{"type":"Transition","startVersion":"#);
+    write_version(&mut out, start, start_ts);
+    out.push_str(r#","endVersion":"#);
+    write_version(&mut out, end, end_ts);
+    out.push_str(r#","modifications":["#);
+    out
 }
 
 pub fn transition_tail(out: &mut String, client_clock_skew: Option<f64>, server_ts_ns: u64) {
@@ -300,6 +314,31 @@ mod tests {
             serde_json::from_str(r#"{"type":"Event","eventType":"x","event":{"a":1}}"#).unwrap();
         assert!(matches!(m, ClientMessage::Event {}));
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"Nope"}"#).is_err());
+    }
+
+    #[test]
+    fn a_transition_is_valid_json_with_both_versions() {
+        let start = StateVersion::default();
+        let end = StateVersion {
+            query_set: 2,
+            identity: 1,
+            ts: Ts(1732170000123456789),
+        };
+        let mut t = transition_head(start, &encode_ts(start.ts), end, &encode_ts(end.ts));
+        query_modification(&mut t, 0, &query_result_fields(&Ok(json!([1])), &[], None));
+        transition_tail(&mut t, Some(-4.0), 7);
+        let v: JsonValue = serde_json::from_str(&t).unwrap();
+        assert_eq!(
+            v["startVersion"],
+            json!({"querySet": 0, "identity": 0, "ts": "AAAAAAAAAAA="})
+        );
+        assert_eq!(
+            v["endVersion"],
+            json!({"querySet": 2, "identity": 1, "ts": "FW3yC3DnCRg="})
+        );
+        assert_eq!(v["modifications"][0]["value"], json!([1]));
+        assert_eq!(v["clientClockSkew"], -4.0);
+        assert_eq!(v["serverTs"], 7);
     }
 
     #[test]
