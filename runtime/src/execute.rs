@@ -338,6 +338,14 @@ impl Executor {
         }
     }
 
+    /// The transaction a query reads: the newest snapshot, or `at_ts`.
+    fn query_snapshot(&self, at_ts: Option<Ts>) -> Result<Transaction<'_>, DbError> {
+        match at_ts {
+            Some(ts) => self.db.begin_at(ts),
+            None => Ok(self.db.begin()),
+        }
+    }
+
     /// A `_system/` query (see [`crate::system`]): admin only.
     fn system_query(
         &self,
@@ -355,14 +363,10 @@ impl Executor {
         if matches!(call.kind, Some(UdfType::Mutation | UdfType::Action)) {
             return fail(format!("{display} is a query"));
         }
-        let tx = match call.at_ts {
-            Some(ts) => match self.db.begin_at(ts) {
-                Ok(tx) => tx,
-                Err(e) => return fail(e.to_string()),
-            },
-            None => self.db.begin(),
+        let mut tx = match self.query_snapshot(call.at_ts) {
+            Ok(tx) => tx,
+            Err(e) => return fail(e.to_string()),
         };
-        let mut tx = tx;
         let cx = crate::system::SystemContext {
             db: &self.db,
             cloud_url: &self.cloud_url,
@@ -520,14 +524,10 @@ impl Executor {
         };
         match f.udf_type {
             UdfType::Query => {
-                let tx = match call.at_ts {
-                    Some(ts) => match self.db.begin_at(ts) {
-                        Ok(tx) => tx,
-                        Err(e) => return fail(e.to_string()),
-                    },
-                    None => self.db.begin(),
+                let mut tx = match self.query_snapshot(call.at_ts) {
+                    Ok(tx) => tx,
+                    Err(e) => return fail(e.to_string()),
                 };
-                let mut tx = tx;
                 let ts = tx.begin_ts();
                 let end_cursor = match decode_journal(call.journal.as_deref()) {
                     Ok(c) => c,

@@ -899,8 +899,9 @@ impl HubState {
             entry.subscription = Some(sub);
             self.by_subscription.insert(sub, Arc::clone(&qkey));
         } else {
-            // No read set to watch (the call failed before running): run
-            // it again next cycle rather than never.
+            // The call failed before reading anything (no such function,
+            // bad args): nothing to watch, so it reruns after the next
+            // deploy, which is what can change that.
             tracing::debug!(path = %qkey.path, "live query ran without a subscription");
         }
         entry.journal = outcome.journal.clone();
