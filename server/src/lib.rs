@@ -162,6 +162,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/check_admin_key",
             get(check_admin_key).post(check_admin_key),
         )
+        .route("/api/metrics", get(metrics))
         .route("/api/query", post(functions::query))
         .route("/api/mutation", post(functions::mutation))
         .route("/api/action", post(functions::action))
@@ -276,6 +277,18 @@ async fn check_admin_key(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     functions::require_admin(&state, &headers, query.as_deref())?;
     Ok(Json(json!({})))
+}
+
+/// `GET /api/metrics` (admin): counters an operator or a benchmark reads,
+/// as JSON: `{"mutations": {"committed", "conflicts", "conflict_failures"}}`
+/// since the server started.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    functions::require_admin(&state, &headers, query.as_deref())?;
+    Ok(Json(json!({"mutations": state.executor.mutation_counts()})))
 }
 
 /// Serves until ctrl-c / SIGTERM.

@@ -73,6 +73,41 @@ fn store_sells_exactly_its_stock_to_concurrent_buyers() {
     assert_eq!(r["outOfStock"], 40);
     assert_eq!(r["stock"], 0);
     driver(&server, "store.mjs", &["determinism"]);
+
+    // The purchases show in the metrics, which need the admin key.
+    let (status, body) = http_get(&server, "/api/metrics", None);
+    assert!(status.contains(" 401 "), "{status} {body}");
+    let (status, body) = http_get(&server, "/api/metrics", Some(&server.admin_key()));
+    assert!(status.contains(" 200 "), "{status} {body}");
+    let m: JsonValue = serde_json::from_str(&body).unwrap();
+    let committed = m["mutations"]["committed"].as_u64().unwrap();
+    assert!(committed >= 10, "{m}");
+    assert!(m["mutations"]["conflicts"].is_u64(), "{m}");
+    assert_eq!(m["mutations"]["conflict_failures"], 0, "{m}");
+}
+
+/// A GET over a fresh connection: the status line and the body.
+fn http_get(server: &Server, path: &str, admin_key: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let auth = admin_key.map_or(String::new(), |k| format!("Authorization: Convex {k}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or("").to_string();
+    // The body may be chunked; the JSON object is its one chunk.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => body[a..=b].to_string(),
+        _ => body.to_string(),
+    };
+    (status, body)
 }
 
 fn use_version(app: &Path, version: &str) {
