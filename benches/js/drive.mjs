@@ -30,6 +30,9 @@ const LIMIT = 20;
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (msg) => process.stderr.write(`drive ${workload}: ${msg}\n`);
+// The suite measures CPU between these two lines (stderr is written
+// synchronously to a pipe).
+const mark = (what) => process.stderr.write(`@@measure-${what}\n`);
 
 function fail(msg) {
   throw new Error(msg);
@@ -235,7 +238,10 @@ async function chat() {
     const at = started + seq * period;
     const wait = at - now();
     if (wait > 0) await sleep(wait);
-    if (seq === warmupCount) measureStarted = now();
+    if (seq === warmupCount) {
+      measureStarted = now();
+      mark("start");
+    }
     const r = Math.floor(Math.random() * rooms);
     const sentAt = now();
     const msg = { room: roomName(r), author: `user${seq % 97}`, body, sentAt, seq };
@@ -255,6 +261,7 @@ async function chat() {
     );
   }
   const measureSeconds = measureStarted === null ? 0 : (now() - measureStarted) / 1000;
+  mark("end");
   const lastSend = now();
   const drainDeadline = Date.now() + drainMs;
   while (Date.now() < drainDeadline && (answered < total || shared.received < expected)) {
@@ -296,6 +303,9 @@ async function closedLoop(count, makeOp) {
   let lastDone = measureFrom;
   const errors = [];
   const workers = [];
+  let marked = 0;
+  const markNext = () => mark(marked++ === 0 ? "start" : "end");
+  const marks = [setTimeout(markNext, warmup * 1000), setTimeout(markNext, (warmup + seconds) * 1000)];
   for (let i = 0; i < count; i++) {
     const op = await makeOp(i);
     workers.push(
@@ -321,6 +331,8 @@ async function closedLoop(count, makeOp) {
     );
   }
   await withTimeout("the workers", Promise.all(workers), (warmup + seconds) * 1000 + 120_000);
+  for (const m of marks) clearTimeout(m);
+  while (marked < 2) markNext();
   if (errors.length > 0) fail(errors[0]);
   return {
     clients: count,
@@ -402,6 +414,7 @@ async function fanout() {
   log(`${queries} live queries over ${sessions} sessions ready in ${openSeconds.toFixed(1)} s`);
   const toAll = [];
   const mutationMs = [];
+  mark("start");
   for (let w = 1; w <= writes; w++) {
     target = w;
     arrived = 0;
@@ -414,6 +427,7 @@ async function fanout() {
     toAll.push(now() - sentAt);
     await sleep(50);
   }
+  mark("end");
   return {
     queries,
     sessions,

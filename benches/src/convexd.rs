@@ -133,6 +133,42 @@ impl ServerProc {
             .map_err(|e| format!("cannot read {}/admin_key: {e}", self.data.display()))
     }
 
+    /// `GET path` with the admin key; the response body (a status other
+    /// than 200 is an error).
+    pub fn admin_get(&self, path: &str) -> Result<String, String> {
+        let key = self.admin_key()?;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))
+            .map_err(|e| format!("connecting to convexd: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Convex {key}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| format!("GET {path}: {e}"))?;
+        let mut response = Vec::new();
+        s.read_to_end(&mut response)
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let response = String::from_utf8_lossy(&response);
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("GET {path}: no HTTP response"))?;
+        let status = head.lines().next().unwrap_or_default();
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
+        let body = if chunked {
+            dechunk(body).ok_or_else(|| format!("GET {path}: a bad chunked body"))?
+        } else {
+            body.to_string()
+        };
+        if !status.contains(" 200 ") {
+            return Err(format!("GET {path}: {status}: {body}"));
+        }
+        Ok(body)
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -166,6 +202,20 @@ impl Drop for ServerProc {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
     }
 }
 
@@ -235,4 +285,19 @@ pub fn deploy(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").as_deref(),
+            Some("hello world")
+        );
+        assert_eq!(dechunk("zz\r\n"), None);
+        assert_eq!(dechunk("5\r\nhel"), None);
+    }
 }

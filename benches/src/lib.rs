@@ -9,6 +9,7 @@ pub mod db;
 pub mod pg;
 pub mod procfs;
 pub mod subs;
+pub mod suite;
 
 use std::path::Path;
 use std::sync::{Barrier, OnceLock};

@@ -44,6 +44,8 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// CPU counters of `convexd`, its Deno workers and this process at one
+/// moment (`syncbench`).
 #[derive(Clone, Copy, Debug)]
 pub struct CpuSample {
     pub at: Instant,
@@ -54,6 +56,85 @@ pub struct CpuSample {
     pub machine: u64,
 }
 
+/// CPU time of a process and of all its descendants, in clock ticks: user
+/// and system time of each, plus what its children that have exited and
+/// been waited for used (`cutime`, `cstime`), so a window over a process
+/// tree counts the processes that ended inside it.
+pub fn tree_ticks(pid: u32) -> u64 {
+    fn own(pid: u32) -> u64 {
+        stat_fields(pid)
+            .map(|f| {
+                (11..=14)
+                    .filter_map(|i| f.get(i)?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    let mut total = 0;
+    let mut stack = vec![pid];
+    // A tree of more processes than this is not one of ours.
+    for _ in 0..100_000 {
+        let Some(p) = stack.pop() else { break };
+        total += own(p);
+        stack.extend(children(p));
+    }
+    total
+}
+
+/// CPU used by some process trees and by the whole machine over a window.
+#[derive(Clone, Debug)]
+pub struct CpuMeter {
+    at: Instant,
+    roots: Vec<Vec<u32>>,
+    trees: Vec<u64>,
+    machine: u64,
+}
+
+/// What a [`CpuMeter`] measured, in cores (CPU seconds per second).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuCores {
+    /// One figure per group of roots, in the order given.
+    pub groups: Vec<f64>,
+    /// Every CPU's busy time (at most the machine's CPUs).
+    pub machine: f64,
+    pub seconds: f64,
+}
+
+impl CpuMeter {
+    /// Starts a window over groups of process trees (each group's trees
+    /// are summed).
+    pub fn start(groups: &[&[u32]]) -> CpuMeter {
+        let roots: Vec<Vec<u32>> = groups.iter().map(|g| g.to_vec()).collect();
+        CpuMeter {
+            at: Instant::now(),
+            trees: roots
+                .iter()
+                .map(|g| g.iter().map(|&p| tree_ticks(p)).sum())
+                .collect(),
+            roots,
+            machine: machine_busy_ticks(),
+        }
+    }
+
+    /// The cores each group and the machine used since the start.
+    pub fn cores(&self) -> CpuCores {
+        let seconds = self.at.elapsed().as_secs_f64().max(1e-9);
+        let tck = sys::clock_ticks_per_second() as f64;
+        let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / tck / seconds;
+        CpuCores {
+            groups: self
+                .roots
+                .iter()
+                .zip(&self.trees)
+                .map(|(g, &before)| per(before, g.iter().map(|&p| tree_ticks(p)).sum()))
+                .collect(),
+            machine: per(self.machine, machine_busy_ticks()),
+            seconds,
+        }
+    }
+}
+
+/// Busy clock ticks of all CPUs since boot (`/proc/stat`).
 pub fn machine_busy_ticks() -> u64 {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
@@ -69,6 +150,7 @@ pub fn machine_busy_ticks() -> u64 {
     v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
 }
 
+/// Reads a [`CpuSample`] now.
 pub fn cpu_sample(server: u32) -> CpuSample {
     CpuSample {
         at: Instant::now(),
@@ -131,5 +213,27 @@ pub mod sys {
         } else {
             100
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_process_tree_shows_in_the_meter() {
+        let me = std::process::id();
+        let meter = CpuMeter::start(&[&[me]]);
+        let until = Instant::now() + std::time::Duration::from_millis(300);
+        let mut x = 0u64;
+        while Instant::now() < until {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        std::hint::black_box(x);
+        let c = meter.cores();
+        assert_eq!(c.groups.len(), 1);
+        assert!(c.groups[0] > 0.3, "{c:?}");
+        assert!(c.machine > 0.0 && c.seconds >= 0.3, "{c:?}");
+        assert!(tree_ticks(me) > 0);
     }
 }

@@ -172,7 +172,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn connect(port: u16) -> Result<(Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>), String> {
+async fn connect(
+    port: u16,
+) -> Result<
+    (
+        Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ),
+    String,
+> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
@@ -253,10 +261,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let listener = TcpListener::bind(("127.0.0.1", args.port))
         .await
         .map_err(|e| format!("listening on 127.0.0.1:{}: {e}", args.port))?;
-    let port = listener
-        .local_addr()
-        .map_err(|e| e.to_string())?
-        .port();
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     println!("listening on {port}");
     let mut next_socket = 0u64;
     loop {
