@@ -108,23 +108,28 @@ fn a_quick_run_reports_compares_and_refuses_bad_input() {
     // report: the section between the markers, the rest kept.
     let bench = tmp.path().join("BENCHMARKS.md");
     std::fs::write(&bench, "# Benchmarks\n\nhand-written text\n").unwrap();
-    let charts = tmp.path().join("results/charts");
+    let report_dir = tmp.path().join("report");
     let out = suite(&[
         "report",
         "--results-dir",
         results.to_str().unwrap(),
         "--benchmarks",
         bench.to_str().unwrap(),
-        "--charts",
-        charts.to_str().unwrap(),
+        "--out-dir",
+        report_dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let b = std::fs::read_to_string(&bench).unwrap();
     assert!(b.starts_with("# Benchmarks\n\nhand-written text\n"), "{b}");
     assert!(b.contains("<!-- suite:begin") && b.contains("<!-- suite:end -->"));
-    assert!(b.contains("](results/charts/commit-throughput.png)"), "{b}");
+    assert!(b.contains("](report/charts/commit-throughput.png)"), "{b}");
+    assert!(b.contains("from `report/results.json`"), "{b}");
     assert!(b.contains("bends") || b.contains("does not bend"), "{b}");
-    let png = std::fs::read(charts.join("commit-throughput.png")).unwrap();
+    let copy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(copy, r, "the copy is the result file");
+    let png = std::fs::read(report_dir.join("charts/commit-throughput.png")).unwrap();
     assert_eq!(&png[..4], b"\x89PNG");
 
     // compare: a file against itself, then against a worse copy.

@@ -6,8 +6,10 @@
 //! - `suite compare OLD.json NEW.json`: the changes with their noise
 //!   bands; exits 1 when a figure regressed beyond its band.
 //! - `suite report [--results FILE]`: regenerates the suite's section of
-//!   `BENCHMARKS.md` and its PNG charts from a result file (default: the
-//!   newest in `results/`).
+//!   `BENCHMARKS.md` and its PNG charts (`benches/report/charts/`) from a
+//!   result file (default: the newest in `results/`), and keeps a copy of
+//!   that file as `benches/report/results.json`, the baseline to compare
+//!   new runs with.
 //!
 //! Exit status: 0 done, 1 a regression (compare), 2 a usage or input
 //! error, 3 a run that failed.
@@ -80,7 +82,8 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Regenerate the suite's section of BENCHMARKS.md and the charts.
+    /// Regenerate the suite's section of BENCHMARKS.md, its charts, and
+    /// the copy of the result file it was made from.
     Report {
         /// The result file (default: the newest in --results-dir).
         #[arg(long)]
@@ -90,10 +93,11 @@ enum Cmd {
         /// The file whose suite section is replaced.
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md"))]
         benchmarks: PathBuf,
-        /// Where the PNG charts go; BENCHMARKS.md links them relative to
-        /// itself.
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../results/charts"))]
-        charts: PathBuf,
+        /// Where `charts/*.png` and `results.json` (the copy of the result
+        /// file the section shows, the baseline for `compare`) go;
+        /// BENCHMARKS.md links them relative to itself.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/report"))]
+        out_dir: PathBuf,
     },
 }
 
@@ -176,8 +180,8 @@ fn main() -> ExitCode {
             results: file,
             results_dir,
             benchmarks,
-            charts: charts_dir,
-        } => match report_cmd(file, &results_dir, &benchmarks, &charts_dir) {
+            out_dir,
+        } => match report_cmd(file, &results_dir, &benchmarks, &out_dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("suite: {e}");
@@ -191,14 +195,19 @@ fn report_cmd(
     file: Option<PathBuf>,
     results_dir: &std::path::Path,
     benchmarks: &std::path::Path,
-    charts_dir: &std::path::Path,
+    out_dir: &std::path::Path,
 ) -> Result<(), String> {
     let file = match file {
         Some(f) => f,
         None => report::newest(results_dir)?,
     };
     let r = results::load(&file)?;
-    let drawn = charts::draw_all(&r, charts_dir)?;
+    let charts_dir = out_dir.join("charts");
+    let drawn = charts::draw_all(&r, &charts_dir)?;
+    let copy = out_dir.join("results.json");
+    if file.canonicalize().ok() != copy.canonicalize().ok() {
+        results::save(&copy, &r)?;
+    }
     let base = benchmarks
         .parent()
         .map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()))
@@ -209,14 +218,14 @@ fn report_cmd(
             .map(|r| r.display().to_string())
             .unwrap_or_else(|_| abs.display().to_string())
     };
-    let section = report::markdown(&r, Some((&rel(charts_dir), &drawn)), &rel(&file));
+    let section = report::markdown(&r, Some((&rel(&charts_dir), &drawn)), &rel(&copy));
     report::update_section(benchmarks, &section)?;
     eprintln!(
-        "suite: {} regenerated from {} with {} charts in {}",
+        "suite: {} regenerated from {} ({} charts and the result file in {})",
         benchmarks.display(),
         file.display(),
         drawn.len(),
-        charts_dir.display()
+        out_dir.display()
     );
     Ok(())
 }
