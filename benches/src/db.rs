@@ -208,6 +208,26 @@ pub fn new_id(rng: &mut impl rand::RngCore) -> String {
     random_document_id(rng).encode()
 }
 
+/// User plus system CPU time of this process so far.
+pub fn process_cpu() -> Duration {
+    #[allow(unsafe_code, reason = "getrusage only writes the struct it is given")]
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Our figures from an insert phase: the phase, transactions per group
+/// commit, conflicts retried, and this process's CPU µs per commit (every
+/// thread, warm-up included).
+pub type OursInsert = (PhaseResult, f64, u64, f64);
+
+/// Raw disk: `pwrite` of [`PROBE_WRITE_BYTES`] at the next offset of a
+/// zero-filled, synced file, then `fdatasync`, timing the fdatasync (as
+/// logbench does). Bounded by [`PROBE_TIME`] and [`PROBE_SYNCS_MAX`].
 pub fn fdatasync_probe(dir: &Path) -> Result<LatencySummary, String> {
     let path = dir.join("probe.dat");
     let io = |e: std::io::Error| format!("fdatasync probe in {}: {e}", path.display());
@@ -252,14 +272,15 @@ pub fn open_ours(dir: &Path) -> Result<(DataDir, Database), String> {
 }
 
 /// Our writers: each transaction `begin`, one `insert`, `commit` (durable).
-/// Returns the phase, transactions per group commit, and conflicts retried.
+/// Returns the phase, transactions per group commit, conflicts retried and
+/// CPU per commit ([`OursInsert`]).
 pub fn insert_ours(
     dir: &Path,
     writers: u16,
     pool: &[DocFields],
     warmup: Duration,
     measure: Duration,
-) -> Result<(PhaseResult, f64, u64), String> {
+) -> Result<OursInsert, String> {
     let (_data, db) = open_ours(dir)?;
     // Make the table first: writers creating it concurrently would conflict.
     let mut tx = db.begin();
@@ -268,6 +289,7 @@ pub fn insert_ours(
     db.commit(tx).map_err(db_err("commit"))?;
 
     let counts_before = db.log().counts();
+    let cpu_before = process_cpu();
     let conflicts = AtomicU64::new(0);
     let next = AtomicU64::new(1);
     let db = &db;
@@ -293,6 +315,7 @@ pub fn insert_ours(
             ))
         })
     })?;
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let after = db.log().counts();
     let batches = after.batches.saturating_sub(counts_before.batches).max(1);
     let records = after.records.saturating_sub(counts_before.records);
@@ -300,6 +323,7 @@ pub fn insert_ours(
         phase,
         records as f64 / batches as f64,
         conflicts.load(Ordering::Relaxed),
+        cpu.as_secs_f64() * 1e6 / records.max(1) as f64,
     ))
 }
 
@@ -311,7 +335,7 @@ pub fn insert_ours_tasks(
     pool: &[DocFields],
     warmup: Duration,
     measure: Duration,
-) -> Result<(PhaseResult, f64, u64), String> {
+) -> Result<OursInsert, String> {
     let (_data, db) = open_ours(dir)?;
     let mut tx = db.begin();
     tx.insert(TABLE, pool[0].object(0))
@@ -320,6 +344,7 @@ pub fn insert_ours_tasks(
     let db = Arc::new(db);
     let pool: Arc<Vec<Object>> = Arc::new((0..pool.len()).map(|i| pool[i].object(0)).collect());
     let counts_before = db.log().counts();
+    let cpu_before = process_cpu();
     let conflicts = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(1));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -360,6 +385,7 @@ pub fn insert_ours_tasks(
             },
         )?
     };
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let after = db.log().counts();
     let batches = after.batches.saturating_sub(counts_before.batches).max(1);
     let records = after.records.saturating_sub(counts_before.records);
@@ -367,6 +393,7 @@ pub fn insert_ours_tasks(
         phase,
         records as f64 / batches as f64,
         conflicts.load(Ordering::Relaxed),
+        cpu.as_secs_f64() * 1e6 / records.max(1) as f64,
     ))
 }
 

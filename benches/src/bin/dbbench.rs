@@ -164,6 +164,10 @@ struct InsertFigures {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// CPU time of this whole process (every thread: writers, committer,
+    /// log writer, subscriptions, GC) per commit over the phase, warm-up
+    /// included; ours only (the peers run in other processes).
+    cpu_us_per_commit: Option<f64>,
 }
 
 impl InsertFigures {
@@ -176,7 +180,13 @@ impl InsertFigures {
             p99_us: s.p99_us,
             p999_us: s.p999_us,
             max_us: s.max_us,
+            cpu_us_per_commit: None,
         }
+    }
+
+    fn with_cpu(mut self, cpu_us_per_commit: f64) -> InsertFigures {
+        self.cpu_us_per_commit = Some(cpu_us_per_commit);
+        self
     }
 }
 
@@ -195,8 +205,11 @@ struct InsertReport {
     postgres: Option<InsertFigures>,
     sqlite: Option<InsertFigures>,
     sqlite_connections: SqliteConnections,
+    /// Our threads' tx/s over PostgreSQL's.
     ours_vs_postgres: Option<f64>,
     ours_vs_sqlite: Option<f64>,
+    /// Our async tasks' tx/s over PostgreSQL's (how `convexd` commits).
+    ours_tasks_vs_postgres: Option<f64>,
     /// The disk's raw `pwrite` + `fdatasync` latency just before and just
     /// after the insert phases: every durable commit waits for one, and on
     /// a shared virtual disk it drifts.
@@ -620,7 +633,7 @@ fn run_insert(
     make_dir(&probe_dir)?;
     let fdatasync_before = fdatasync_probe(&probe_dir)?;
     progress("insert: ours (tasks)");
-    let (ours_tasks, _, tasks_conflicts) = insert_ours_tasks(
+    let (ours_tasks, _, tasks_conflicts, tasks_cpu) = insert_ours_tasks(
         &run_dir.join("ours-insert-tasks"),
         args.writers,
         pool,
@@ -629,7 +642,7 @@ fn run_insert(
     )?;
     let _ = fs::remove_dir_all(run_dir.join("ours-insert-tasks"));
     progress("insert: ours (threads)");
-    let (ours, ours_avg_batch, ours_conflicts) = insert_ours(
+    let (ours, ours_avg_batch, ours_conflicts, threads_cpu) = insert_ours(
         &run_dir.join("ours-insert"),
         args.writers,
         pool,
@@ -664,13 +677,17 @@ fn run_insert(
     };
     let fdatasync_after = fdatasync_probe(&probe_dir)?;
     let _ = fs::remove_dir_all(&probe_dir);
-    let ours = InsertFigures::of(&ours);
-    let ours_tasks = InsertFigures::of(&ours_tasks);
+    let ours = InsertFigures::of(&ours).with_cpu(threads_cpu);
+    let ours_tasks = InsertFigures::of(&ours_tasks).with_cpu(tasks_cpu);
     let postgres = postgres.as_ref().map(InsertFigures::of);
     let sqlite = sqlite.as_ref().map(InsertFigures::of);
     Ok(InsertReport {
         ours_vs_postgres: ratio(ours.tx_per_sec, postgres.as_ref().map(|p| p.tx_per_sec)),
         ours_vs_sqlite: ratio(ours.tx_per_sec, sqlite.as_ref().map(|s| s.tx_per_sec)),
+        ours_tasks_vs_postgres: ratio(
+            ours_tasks.tx_per_sec,
+            postgres.as_ref().map(|p| p.tx_per_sec),
+        ),
         ours,
         ours_tasks,
         ours_avg_batch,
@@ -683,9 +700,6 @@ fn run_insert(
     })
 }
 
-/// Raw disk: `pwrite` of [`PROBE_WRITE_BYTES`] at the next offset of a
-/// zero-filled, synced file, then `fdatasync`, timing the fdatasync (as
-/// logbench does). Bounded by [`PROBE_TIME`] and [`PROBE_SYNCS_MAX`].
 // ---------------------------------------------------------------------------
 // Table
 
@@ -725,13 +739,19 @@ fn print_table(r: &Report) {
             r.writers
         );
         println!(
-            "  {:<26} {:>12} {:>10} {:>10} {:>10}",
-            "", "tx/s", "p50 us", "p99 us", "p99.9 us"
+            "  {:<26} {:>12} {:>10} {:>10} {:>10} {:>12}",
+            "", "tx/s", "p50 us", "p99 us", "p99.9 us", "CPU us/tx"
         );
         let row = |name: &str, f: &Option<&InsertFigures>| match f {
             Some(f) => println!(
-                "  {:<26} {:>12.0} {:>10.1} {:>10.1} {:>10.1}",
-                name, f.tx_per_sec, f.p50_us, f.p99_us, f.p999_us
+                "  {:<26} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>12}",
+                name,
+                f.tx_per_sec,
+                f.p50_us,
+                f.p99_us,
+                f.p999_us,
+                f.cpu_us_per_commit
+                    .map_or("-".to_string(), |c| format!("{c:.1}"))
             ),
             None => println!("  {name:<26} {:>12}", "skipped"),
         };
@@ -753,7 +773,8 @@ fn print_table(r: &Report) {
             i.fdatasync_after.mean_us
         );
         println!(
-            "  ours / postgres {}, ours / sqlite {}; ours: {:.1} tx per group commit, {} conflicts",
+            "  ours (tasks) / postgres {}, ours (threads) / postgres {}, ours (threads) / sqlite {}; ours: {:.1} tx per group commit, {} conflicts",
+            x(i.ours_tasks_vs_postgres),
             x(i.ours_vs_postgres),
             x(i.ours_vs_sqlite),
             i.ours_avg_batch,

@@ -88,7 +88,7 @@ pub fn commit(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
             let dir = ctx.scratch.join("commit-ours");
             remove(&dir);
             let meter = CpuMeter::start(&[]);
-            let (ours, batch, _) =
+            let (ours, batch, _, cpu_us) =
                 insert_ours(&dir, w, &pool, plan.commit_warmup, plan.commit_measure)?;
             let busy = meter.cores().machine;
             remove(&dir);
@@ -106,6 +106,7 @@ pub fn commit(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
                 batch,
             );
             figs.record("ours", "machine_cores", "cores", Better::Neither, at, busy);
+            figs.record("ours", "cpu_us_per_commit", "µs", Better::Lower, at, cpu_us);
             figs.offer_cdf(
                 "ours",
                 "latency",

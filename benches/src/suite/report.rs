@@ -925,10 +925,12 @@ pub fn update_section(path: &Path, section: &str) -> Result<(), String> {
             "{}\n{block}",
             text.trim_end_matches('\n').to_string() + "\n"
         ),
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "{} has one suite marker without the other; fix or remove `<!-- suite:begin` / `{END}`",
             path.display()
-        )),
+        ))
+        }
     };
     std::fs::write(path, new).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
