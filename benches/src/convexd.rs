@@ -32,6 +32,7 @@ pub fn sibling_binary(name: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot find this executable: {e}"))
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
 pub fn free_port() -> Result<u16, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -39,6 +40,8 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
+/// A `convexd` child process on a scratch data directory; killed when
+/// dropped if [`ServerProc::stop`] did not stop it first.
 #[derive(Debug)]
 pub struct ServerProc {
     child: Option<Child>,
@@ -49,6 +52,9 @@ pub struct ServerProc {
 }
 
 impl ServerProc {
+    /// Starts `convexd` on `scratch/data` and free loopback ports (its log
+    /// in `scratch/convexd.log`), from the repository so it finds the Deno
+    /// that `npm ci` installed, and waits until it answers.
     pub fn start(
         convexd: &Path,
         scratch: &Path,
@@ -93,6 +99,8 @@ impl ServerProc {
         Ok(server)
     }
 
+    /// Waits until `/version` answers, or fails if the process exits or
+    /// [`SERVER_START_MAX`] passes.
     pub fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         while started.elapsed() < SERVER_START_MAX {
@@ -127,6 +135,7 @@ impl ServerProc {
         format!("ws://127.0.0.1:{}/api/{CLIENT_VERSION}/sync", self.port)
     }
 
+    /// The admin key `convexd` made in its data directory.
     pub fn admin_key(&self) -> Result<String, String> {
         std::fs::read_to_string(self.data.join("admin_key"))
             .map(|k| k.trim().to_string())
@@ -219,6 +228,7 @@ fn dechunk(mut body: &str) -> Option<String> {
     }
 }
 
+/// Copies an app directory, leaving out `node_modules` and `_generated`.
 pub fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
     for e in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {

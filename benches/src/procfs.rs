@@ -161,10 +161,6 @@ pub fn cpu_sample(server: u32) -> CpuSample {
     }
 }
 
-/// Samples `convexd`'s resident set until [`RSS_SETTLED_SAMPLES`] in a row
-/// stay within [`RSS_SETTLED_FRACTION`] of each other, or `max` passes.
-/// Returns the last sample and whether it settled.
-
 /// The few system calls that have no safe wrapper in the standard library.
 pub mod sys {
     #![expect(

@@ -504,6 +504,9 @@ fn check_port_range(sockets: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Samples `convexd`'s resident set until [`RSS_SETTLED_SAMPLES`] in a row
+/// stay within [`RSS_SETTLED_FRACTION`] of each other, or `max` passes.
+/// Returns the last sample and whether it settled.
 async fn settled_rss(pid: u32, max: Duration) -> (u64, bool) {
     let started = Instant::now();
     let mut window: Vec<u64> = Vec::new();
