@@ -457,12 +457,22 @@ fn why(w: &WorkloadResult, r: &Results) -> String {
             }
             if let Some((x, m)) = last("machine_cores", "convexd") {
                 s += &format!(
-                    "Latency rises where the machine's CPUs fill: {:.1} of {n:.0} cores were \
-                     busy at {} subscribers with convexd (the Node driver, which holds every \
-                     session, shares them).",
-                    m,
-                    xnum(x)
+                    "Latency rises where the CPUs fill: at {} subscribers the machine was \
+                     {:.1} of {n:.0} cores busy with convexd",
+                    xnum(x),
+                    m
                 );
+                if let Some(c) = at(w, "client_cores", "convexd", x) {
+                    s += &format!(
+                        ", {c:.2} of them the Node driver's, which holds every session in one \
+                         thread (the official client does more per update than the baseline's \
+                         bare WebSocket: {c:.2} against {} cores), so near 1 core the client's \
+                         own queueing is part of the latency",
+                        at(w, "client_cores", "pg+notify", x)
+                            .map_or("—".into(), |v| format!("{v:.2}"))
+                    );
+                }
+                s += ". ";
             }
             s
         }
@@ -496,8 +506,10 @@ fn why(w: &WorkloadResult, r: &Results) -> String {
         "hot-counter" => {
             let mut s = "Every increment reads and writes the same document, so of the attempts \
                          in flight only one can commit per conflict window; the others fail \
-                         validation and the server reruns them after a backoff. Throughput \
-                         cannot grow with clients; conflicts and latency do."
+                         validation and the server reruns them after a backoff (half to all \
+                         of 1 ms, doubling per retry up to 50 ms), which is where the tail \
+                         latency comes from. Throughput cannot grow with clients; conflicts \
+                         and latency do."
                 .to_string();
             if let (Some(c0), Some(cn)) = (
                 first("conflict_rate_pct", "convexd"),
@@ -649,6 +661,8 @@ fn columns(name: &str) -> Vec<Col> {
                 "server_cpu_us_per_delivery",
                 "pg+notify",
             ),
+            col("convexd driver cores", "client_cores", "convexd"),
+            col("pg+notify driver cores", "client_cores", "pg+notify"),
             col("convexd missed", "missed", "convexd"),
             col("pg+notify missed", "missed", "pg+notify"),
         ],

@@ -424,6 +424,13 @@ pub fn chat(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
                     );
                 }
                 figs.offer_cdf(system, "latency", "ms", at, cdf_of_sorted(&lat));
+                if client >= 0.9 {
+                    notes.push(format!(
+                        "Run {run}, {subs} subscribers, {system}: the Node driver used {client:.2} \
+                         cores; it is one thread, so it was saturated and this point's latency \
+                         includes the client's own queueing."
+                    ));
+                }
                 if received < expected {
                     notes.push(format!(
                         "Run {run}, {subs} subscribers, {system}: {} of {} updates did not \
