@@ -35,8 +35,15 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Messages one socket may have queued before it is closed.
+/// Messages one socket may have queued before it is dropped from its
+/// rooms.
 const SOCKET_QUEUE_MAX: usize = 4096;
+/// Messages one socket may have being inserted at once; its reads wait
+/// beyond that.
+const SENDS_IN_FLIGHT_MAX: usize = 1024;
+/// Notifications received and not yet handled; the LISTEN connection is
+/// not read further while this many wait.
+const NOTIFICATIONS_QUEUED_MAX: usize = 65_536;
 /// Most messages a subscription may ask for.
 const LIMIT_MAX: i64 = 1000;
 /// Connections to PostgreSQL opening at start must be up within this.
@@ -227,13 +234,13 @@ async fn serve(args: Args) -> Result<(), String> {
 
     // The listening connection: its notifications come through polling it.
     let (listen_client, mut connection) = connect(args.pg_port).await?;
-    let (notes_tx, mut notes_rx) = mpsc::unbounded_channel::<String>();
+    let (notes_tx, mut notes_rx) = mpsc::channel::<String>(NOTIFICATIONS_QUEUED_MAX);
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {
                 Ok(AsyncMessage::Notification(n)) => {
-                    if notes_tx.send(n.payload().to_string()).is_err() {
+                    if notes_tx.send(n.payload().to_string()).await.is_err() {
                         return;
                     }
                 }
@@ -350,6 +357,7 @@ async fn socket(hub: Arc<Hub>, id: u64, tcp: TcpStream) {
     };
     let (mut sink, mut stream) = ws.split();
     let (out, mut queue) = mpsc::channel::<Arc<str>>(SOCKET_QUEUE_MAX);
+    let sends = Arc::new(tokio::sync::Semaphore::new(SENDS_IN_FLIGHT_MAX));
     let writer = tokio::spawn(async move {
         while let Some(text) = queue.recv().await {
             if sink.send(Message::text(text.as_ref())).await.is_err() {
@@ -392,7 +400,11 @@ async fn socket(hub: Arc<Hub>, id: u64, tcp: TcpStream) {
             }) => {
                 let hub = Arc::clone(&hub);
                 let out = out.clone();
+                let Ok(permit) = Arc::clone(&sends).acquire_owned().await else {
+                    break;
+                };
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let done = hub
                         .writers
                         .get()

@@ -143,7 +143,21 @@ fn main() -> ExitCode {
                         json.display(),
                         md.display()
                     );
-                    ExitCode::SUCCESS
+                    let failed: Vec<&str> = r
+                        .workloads
+                        .iter()
+                        .filter(|w| w.error.is_some())
+                        .map(|w| w.name.as_str())
+                        .collect();
+                    if failed.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "suite: failed: {} (see the result files)",
+                            failed.join(", ")
+                        );
+                        ExitCode::from(3)
+                    }
                 }
                 Err(e) => {
                     eprintln!("suite: {e}");

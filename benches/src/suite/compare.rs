@@ -255,6 +255,7 @@ mod tests {
                 cdfs,
                 notes: Vec::new(),
                 other_cores: 0.0,
+                error: None,
             }],
         }
     }

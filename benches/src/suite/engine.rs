@@ -53,6 +53,7 @@ fn result(
         cdfs,
         notes,
         other_cores: 0.0,
+        error: None,
     }
 }
 

@@ -176,7 +176,7 @@ impl Progress {
             expected,
             workloads,
             current: 0,
-            name: String::new(),
+            name: "setup".into(),
         }
     }
 

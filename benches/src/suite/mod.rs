@@ -305,6 +305,28 @@ impl Ctx {
     }
 }
 
+/// The result of a workload that failed: no figures, the error.
+fn failed(name: &str, error: &str) -> WorkloadResult {
+    let w = WORKLOADS
+        .iter()
+        .find(|w| w.name == name)
+        .copied()
+        .unwrap_or(WORKLOADS[0]);
+    WorkloadResult {
+        name: name.to_string(),
+        level: w.level,
+        title: w.title.to_string(),
+        what: String::new(),
+        params: BTreeMap::new(),
+        seconds: 0.0,
+        figures: Vec::new(),
+        cdfs: Vec::new(),
+        notes: Vec::new(),
+        other_cores: 0.0,
+        error: Some(error.to_string()),
+    }
+}
+
 /// Whether a selected workload needs PostgreSQL.
 fn needs_pg(selected: &[Workload]) -> bool {
     selected
@@ -351,6 +373,9 @@ pub fn run(opts: &RunOptions) -> Result<(Results, PathBuf, PathBuf), String> {
             .map(Path::to_path_buf)
             .ok_or("this executable has no directory")?,
     };
+    if opts.bin_dir.is_none() && selected.iter().any(|w| w.level == Level::System) {
+        build_siblings(&bin_dir)?;
+    }
     let mut ctx = Ctx {
         progress: Progress::new(plan.expected(&selected), selected.len()),
         plan,
@@ -416,6 +441,57 @@ pub fn run(opts: &RunOptions) -> Result<(Results, PathBuf, PathBuf), String> {
     Ok((results, json, md))
 }
 
+/// When `cargo run` started the suite (cargo sets `CARGO` for the program
+/// it runs), builds what the system workloads run beside it, `convexd`
+/// and `pgchat`, with the same profile into the same target directory, so
+/// that `cargo run --release -p benches --bin suite -- run` is the whole
+/// setup (a no-op when they are up to date). Started any other way, the
+/// suite builds nothing and says what is missing when it needs it.
+fn build_siblings(bin_dir: &Path) -> Result<(), String> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let Some(target_dir) = bin_dir.parent() else {
+        return Ok(());
+    };
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "build", "-p", "server", "-p", "benches", "--bin", "convexd", "--bin", "pgchat",
+    ])
+    .arg("--target-dir")
+    .arg(target_dir)
+    .current_dir(crate::convexd::repo());
+    if bin_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    eprintln!("suite: building convexd and pgchat beside the suite ({cmd:?})");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run cargo to build convexd and pgchat: {e}"))?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if started.elapsed() > SIBLING_BUILD_MAX {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "building convexd and pgchat took over {SIBLING_BUILD_MAX:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("building convexd and pgchat failed ({status})"))
+    }
+}
+
+/// A build of `convexd` and `pgchat` from scratch must end within this.
+const SIBLING_BUILD_MAX: Duration = Duration::from_secs(60 * 60);
+
 fn run_selected(
     ctx: &mut Ctx,
     selected: &[Workload],
@@ -449,20 +525,25 @@ fn run_selected(
         ctx.progress.begin_workloads(&group);
         let meter = CpuMeter::start(&[&ctx.own_roots()]);
         let started = Instant::now();
-        let mut produced = match w.name {
-            "commit" => vec![engine::commit(ctx)?],
-            "point-read" | "range-scan" | "reopen" => {
-                // One load serves all three: the ones selected run together.
-                i += group.len() - 1;
-                engine::loaded(ctx, &group)?
-            }
-            "subscription-check" => vec![engine::subscriptions(ctx)?],
-            "chat" => vec![system::chat(ctx)?],
-            "insert" => vec![system::insert(ctx)?],
-            "hot-counter" => vec![system::hot_counter(ctx)?],
-            "fanout" => vec![system::fanout(ctx)?],
-            other => return Err(format!("no runner for workload {other}")),
+        let outcome = match w.name {
+            "commit" => engine::commit(ctx).map(|r| vec![r]),
+            "point-read" | "range-scan" | "reopen" => engine::loaded(ctx, &group),
+            "subscription-check" => engine::subscriptions(ctx).map(|r| vec![r]),
+            "chat" => system::chat(ctx).map(|r| vec![r]),
+            "insert" => system::insert(ctx).map(|r| vec![r]),
+            "hot-counter" => system::hot_counter(ctx).map(|r| vec![r]),
+            "fanout" => system::fanout(ctx).map(|r| vec![r]),
+            other => Err(format!("no runner for workload {other}")),
         };
+        // A failed workload is recorded as failed and the run goes on.
+        let mut produced = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                ctx.progress.line(&format!("FAILED: {e}"));
+                group.iter().map(|name| failed(name, &e)).collect()
+            }
+        };
+        i += group.len() - 1;
         let cores = meter.cores();
         let other = (cores.machine - cores.groups[0]).max(0.0);
         let seconds = started.elapsed().as_secs_f64();

@@ -526,6 +526,18 @@ fn why(w: &WorkloadResult, r: &Results) -> String {
                     s += &format!(" ({rt:.2} retries per commit)");
                 }
                 s += ".";
+                let gave_up: Vec<String> = points(w, "conflict_failures", "convexd")
+                    .into_iter()
+                    .filter(|(_, v)| *v > 0.0)
+                    .map(|(x, v)| format!("{} at {} clients", num(v), xnum(x)))
+                    .collect();
+                if !gave_up.is_empty() {
+                    s += &format!(
+                        " Some mutations conflicted on every one of the server's 64 attempts and \
+                         failed with Convex's OCC error, as upstream does ({}; medians).",
+                        gave_up.join(", ")
+                    );
+                }
             }
             s
         }
@@ -810,7 +822,7 @@ pub fn markdown(r: &Results, charts: Option<(&str, &[Chart])>, source: &str) -> 
         r.started_at,
         r.finished_at
     );
-    s += "```sh\nnpm ci && cargo build --release -p server -p benches\ntarget/release/suite run            # or: cargo run --release -p benches --bin suite -- run [--quick] [--only NAME]\ntarget/release/suite report         # this section and its charts, from the newest results/*.json\ntarget/release/suite compare OLD.json NEW.json\n```\n\n";
+    s += "```sh\nnpm ci\ncargo run --release -p benches --bin suite -- run [--quick] [--only NAME]   # results/<timestamp>.json and .md\ncargo run --release -p benches --bin suite -- report   # this section, benches/report/charts and benches/report/results.json\ncargo run --release -p benches --bin suite -- compare benches/report/results.json results/<timestamp>.json\n```\n\n";
     s += &format!(
         "**Machine.** {} × {} ({}), {} MiB of memory, last-level cache {}, kernel {}, \
          scratch on {}; load average at the start: {}.",
@@ -881,6 +893,15 @@ pub fn markdown(r: &Results, charts: Option<(&str, &[Chart])>, source: &str) -> 
             Level::System => "### System level: convexd through the official client\n\n",
         };
         for w in ws {
+            if let Some(e) = &w.error {
+                s += &format!(
+                    "#### {} (`{}`)\n\n**This workload failed in this run:**\n\n```text\n{}\n```\n\n",
+                    w.title,
+                    w.name,
+                    e.trim_end()
+                );
+                continue;
+            }
             s += &format!("#### {} (`{}`)\n\n{}\n\n", w.title, w.name, w.what);
             let axis = w
                 .figures

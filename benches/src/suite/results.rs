@@ -117,6 +117,10 @@ pub struct WorkloadResult {
     /// ran (kernel work on their behalf included): near 0 on a quiet
     /// machine.
     pub other_cores: f64,
+    /// Why the workload failed in this run, if it did (its figures are
+    /// then missing or partial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One figure: a metric of one system at one point of the workload's

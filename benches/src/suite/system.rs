@@ -309,6 +309,7 @@ fn result(
         cdfs,
         notes,
         other_cores: 0.0,
+        error: None,
     }
 }
 
