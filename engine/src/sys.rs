@@ -1,6 +1,6 @@
 //! Every `unsafe` operation of the engine lives here: io_uring submission,
-//! read-only maps of immutable files, and the advisory lock on the data
-//! directory.
+//! read-only maps of immutable files, the advisory lock on the data
+//! directory, and lowering a background thread's priority.
 //!
 //! Invariant: a mapped file is never written, truncated or removed while it
 //! is mapped. Only files that are immutable while this process holds the
@@ -143,5 +143,20 @@ impl Uring {
         }
         let written = written.expect("loop ends with the write completed")?;
         Ok((written, synced.expect("loop ends with the sync completed")))
+    }
+}
+
+/// Lowers the calling thread's CPU priority by `nice` steps (background
+/// work such as online compaction, so commits get the CPU first).
+pub(crate) fn lower_thread_priority(nice: i32) -> io::Result<()> {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority only reads its integer arguments; on Linux,
+    // PRIO_PROCESS with a thread id changes that thread alone.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

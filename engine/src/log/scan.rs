@@ -128,6 +128,28 @@ impl ScannedLog {
         self.segments.iter().map(|s| s.frames.len()).sum()
     }
 
+    /// Where the log's exact history starts: the newest horizon any
+    /// compacted segment was compacted at (`Ts::MIN` if none was). A
+    /// snapshot at or after it reads exactly from the log; before it,
+    /// versions superseded since may be gone.
+    pub fn history_from(&self) -> Ts {
+        self.segments
+            .iter()
+            .map(|s| s.header.history_from)
+            .max()
+            .unwrap_or(Ts::MIN)
+    }
+
+    /// The newest compaction generation among the segments (0: never
+    /// compacted).
+    pub fn generation(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.header.generation)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Every intact record in log order.
     pub fn records(&self) -> impl Iterator<Item = RecordView<'_>> + '_ {
         self.segments.iter().flat_map(|s| {
@@ -159,12 +181,40 @@ impl ScannedLog {
 /// mapped). Fails with [`LogError::Corruption`] naming the segment file and
 /// byte offset of the first damage that is not a torn tail.
 pub fn scan_log(log_dir: &Path, check: Check) -> Result<ScannedLog, LogError> {
+    let pending = log_dir.join(super::compact::COMPACTION_FILE);
+    if pending.exists() {
+        return Err(LogError::Corruption {
+            segment: pending,
+            offset: 0,
+            reason: "a log compaction was interrupted after its commit point and the segment                      set is being swapped; opening the log (convexd, or any logtool command)                      finishes it"
+                .into(),
+        });
+    }
     let (ids, leftovers) = list_segments(log_dir)
         .map_err(|e| LogError::io(format!("listing {}", log_dir.display()), e))?;
+    let last = ids.len().checked_sub(1);
+    scan_ids(log_dir, &ids, last, leftovers, check)
+}
+
+/// Scans only the given segments, in order, every one of them sealed (any
+/// damage is corruption): a reader that runs beside the log writer (online
+/// compaction) passes ids below the writer's active segment, so it maps
+/// only files nobody writes any more.
+pub fn scan_sealed(log_dir: &Path, ids: &[u64], check: Check) -> Result<ScannedLog, LogError> {
+    scan_ids(log_dir, ids, None, Vec::new(), check)
+}
+
+fn scan_ids(
+    log_dir: &Path,
+    ids: &[u64],
+    last: Option<usize>,
+    leftovers: Vec<PathBuf>,
+    check: Check,
+) -> Result<ScannedLog, LogError> {
     let mut segments = Vec::with_capacity(ids.len());
     let mut prev_ts: Option<Ts> = None;
     for (i, &id) in ids.iter().enumerate() {
-        let is_last = i + 1 == ids.len();
+        let is_last = Some(i) == last;
         let path = segment_path(log_dir, id);
         let seg = scan_segment(&path, id, is_last, prev_ts, check)?;
         if let Some(f) = seg.frames.last() {
