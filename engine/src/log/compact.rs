@@ -76,6 +76,8 @@ pub struct WriteSpan {
     pub put: bool,
     /// The write's bytes in the body: op, id and document, as stored.
     pub range: Range<usize>,
+    /// The document's bytes (binary value encoding), for a put.
+    pub document: Option<Range<usize>>,
 }
 
 /// Splits a raw commit body into its writes without decoding documents
@@ -106,20 +108,21 @@ pub fn split_writes(raw: &[u8]) -> Result<Vec<WriteSpan>, String> {
             ));
         }
         at += 2 + id_len;
-        let put = match op {
+        let document = match op {
             OP_PUT => {
                 let len = u32::from_le_bytes(take(at, 4)?.try_into().expect("4 bytes")) as usize;
                 take(at + 4, len)?;
                 at += 4 + len;
-                true
+                Some(at - len..at)
             }
-            OP_DELETE => false,
+            OP_DELETE => None,
             other => return Err(format!("write {i}: unknown operation {other}")),
         };
         out.push(WriteSpan {
             id,
-            put,
+            put: document.is_some(),
             range: start..at,
+            document,
         });
     }
     if at != raw.len() {
@@ -231,6 +234,21 @@ impl LogCompactReport {
             (2 * self.frame_bytes_read) as f64 / secs
         } else {
             0.0
+        }
+    }
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::NothingBeforeHorizon => f.write_str(
+                "no sealed segment holds a record at or before the horizon (or there is no \
+                 checkpoint to bound it)",
+            ),
+            Skipped::TooLittleNew { fresh_bytes } => write!(
+                f,
+                "only {fresh_bytes} bytes of never-compacted segments lie before the horizon"
+            ),
         }
     }
 }
@@ -506,6 +524,11 @@ fn compact_log_steps(
     report.documents_at_horizon = newest.len() as u64;
 
     // Pass 2: write what is kept.
+    progress(Progress {
+        phase: Phase::Rewrite,
+        done_bytes: done,
+        total_bytes: total,
+    });
     let mut out = Output::new(
         &log_dir,
         &selection.ids,
@@ -1327,6 +1350,11 @@ mod tests {
         assert_eq!((spans[0].id, spans[0].put), (a, true));
         assert_eq!((spans[1].id, spans[1].put), (b, false));
         assert_eq!(spans[0].range.start, 4);
+        assert_eq!(
+            crate::value::binary::decode_object(&raw[spans[0].document.clone().unwrap()]).unwrap(),
+            d
+        );
+        assert_eq!(spans[1].document, None);
         assert_eq!(spans[2].range.end, raw.len());
         // Re-joining any subset of spans gives the encoding of that subset.
         let mut body = 2u32.to_le_bytes().to_vec();

@@ -96,6 +96,12 @@ impl RecordView<'_> {
         self.header.ts
     }
 
+    /// The raw (decompressed) body, checksum checked; see
+    /// `log::compact::split_writes` to walk it without decoding documents.
+    pub fn raw_body(&self) -> Result<Vec<u8>, String> {
+        open_body(&self.header, self.stored)
+    }
+
     /// Decompresses and decodes the commit.
     pub fn decode(&self) -> Result<CommitRecord, String> {
         let raw = open_body(&self.header, self.stored)?;
