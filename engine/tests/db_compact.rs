@@ -15,19 +15,22 @@
 //! checks the same; a third checks that `export` and `history` read the
 //! compacted log and refuse what it no longer holds.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::versions::{assert_same, expected_after, latest, log_versions, Versions};
 use engine::db::compact::{compact_offline, space, Horizon, OfflineOptions};
 use engine::db::verify::verify_checkpoint;
 use engine::db::{key_of, Database, DbOptions, FieldPath, KeyInterval, Order};
 use engine::dir::DataDir;
 use engine::id::DocumentId;
-use engine::log::compact::{split_writes, Compacted};
+use engine::log::compact::Compacted;
 use engine::log::report::{self, ExportError};
-use engine::log::{scan_log, Check, LogOptions};
+use engine::log::LogOptions;
 use engine::ts::Ts;
 use engine::value::binary::encode_object;
 use engine::value::{Object, Value};
@@ -63,88 +66,6 @@ fn fields(rng: &mut StdRng, n: usize, v: i64) -> Object {
         ("k".to_string(), Value::Int64((n as i64 * 7 + v) % 13)),
         ("pad".to_string(), Value::String(pad)),
     ])
-}
-
-/// Every write in the log: (ts, id) -> the stored document bytes (`None`
-/// for a delete), exactly as the log holds them.
-type Versions = BTreeMap<(Ts, DocumentId), Option<Vec<u8>>>;
-
-fn log_versions(dir: &DataDir) -> Versions {
-    let log = scan_log(&dir.log_dir(), Check::DecodeBodies).unwrap();
-    let mut out = Versions::new();
-    for r in log.records() {
-        // The stored bytes, not a re-encoding: byte identity is the claim.
-        let body = r.raw_body().unwrap();
-        for w in split_writes(&body).unwrap() {
-            let doc = w.document.map(|range| body[range].to_vec());
-            assert!(
-                out.insert((r.ts(), w.id), doc).is_none(),
-                "two writes of {} at {}",
-                w.id,
-                r.ts()
-            );
-        }
-    }
-    out
-}
-
-/// What retention keeps at `horizon`: every version after it, and each
-/// document's version live at it (not a tombstone); all of the catalog.
-fn expected_after(before: &Versions, horizon: Ts) -> Versions {
-    let mut newest_at_horizon: BTreeMap<DocumentId, Ts> = BTreeMap::new();
-    for (ts, id) in before.keys() {
-        if *ts <= horizon {
-            newest_at_horizon.insert(*id, *ts);
-        }
-    }
-    before
-        .iter()
-        .filter(|((ts, id), doc)| {
-            *ts > horizon
-                || id.table.get() <= 2
-                || (newest_at_horizon.get(id) == Some(ts) && doc.is_some())
-        })
-        .map(|(k, v)| (*k, v.clone()))
-        .collect()
-}
-
-/// The latest state of every user document, from the log.
-fn latest(versions: &Versions) -> BTreeMap<DocumentId, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for ((_, id), doc) in versions {
-        if id.table.get() < 10001 {
-            continue;
-        }
-        match doc {
-            Some(d) => out.insert(*id, d.clone()),
-            None => out.remove(id),
-        };
-    }
-    out
-}
-
-/// Asserts two maps are equal, naming the first keys that differ (the
-/// values are too long to print whole).
-fn assert_same<K: Ord + std::fmt::Debug, V: PartialEq>(
-    a: &BTreeMap<K, V>,
-    b: &BTreeMap<K, V>,
-    what: &str,
-) {
-    let only_a: Vec<&K> = a.keys().filter(|k| !b.contains_key(k)).take(3).collect();
-    let only_b: Vec<&K> = b.keys().filter(|k| !a.contains_key(k)).take(3).collect();
-    let differ: Vec<&K> = a
-        .iter()
-        .filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v))
-        .map(|(k, _)| k)
-        .take(3)
-        .collect();
-    assert!(
-        only_a.is_empty() && only_b.is_empty() && differ.is_empty(),
-        "{what}: {} vs {} entries; only in the first {only_a:?}, only in the second \
-         {only_b:?}, different {differ:?}",
-        a.len(),
-        b.len()
-    );
 }
 
 /// Every document through the reopened database: by id, and the order of
