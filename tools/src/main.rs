@@ -439,8 +439,15 @@ impl ProgressBar {
     }
 }
 
+/// Bytes in the largest binary unit that keeps the number at 1 or more.
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.2} GiB", b / 1_073_741_824.0),
+    }
 }
 
 fn print_compact_report(r: &CompactReport, keep: Duration) {
@@ -464,7 +471,7 @@ fn print_compact_report(r: &CompactReport, keep: Duration) {
         format_ts(r.horizon),
         format_duration(keep),
         if r.horizon < r.requested_horizon {
-            " (held back to the checkpoint)"
+            " (held back to the checkpoint at the end of the log)"
         } else {
             ""
         }
@@ -472,9 +479,11 @@ fn print_compact_report(r: &CompactReport, keep: Duration) {
     match (&r.log, &r.skipped) {
         (Some(l), _) => {
             println!(
-                "segments: {} sealed segment(s) {would}rewritten into {} (the segment being \
+                "segments: {} sealed segment(s) {}rewritten into {} (the segment being \
                  appended to is left as it is)",
-                l.segments_replaced, l.segments_written
+                l.segments_replaced,
+                if would.is_empty() { "" } else { "would be " },
+                l.segments_written
             );
             println!(
                 "versions: {} -> {} in {} -> {} record(s); {} document(s) kept at the horizon",
@@ -490,10 +499,10 @@ fn print_compact_report(r: &CompactReport, keep: Duration) {
                 mib(l.file_bytes_after)
             );
             println!(
-                "read {} of log twice in {:.2} s ({}/s)",
+                "compacted {} of log in {:.2} s: {}/s (two passes, each reading it once)",
                 mib(l.frame_bytes_read),
                 l.duration.as_secs_f64(),
-                mib(l.read_bytes_per_sec() as u64)
+                mib(l.log_bytes_per_sec() as u64)
             );
         }
         (None, Some(why)) => println!("nothing to compact: {why}"),

@@ -213,6 +213,7 @@ pub struct CompactReport {
     pub space_before: Space,
     /// After (for a dry run: what it would be).
     pub space_after: Space,
+    #[serde(rename = "seconds", serialize_with = "crate::log::compact::seconds")]
     pub duration: Duration,
 }
 
@@ -493,7 +494,7 @@ fn run_once(
                 versions_before = r.writes_before,
                 versions_after = r.writes_after,
                 seconds = r.duration.as_secs_f64(),
-                read_mib_per_sec = r.read_bytes_per_sec() / f64::from(1 << 20),
+                log_mib_per_sec = r.log_bytes_per_sec() / f64::from(1 << 20),
                 "log compaction finished"
             );
         }

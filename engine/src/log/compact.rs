@@ -222,16 +222,22 @@ pub struct LogCompactReport {
     /// Documents whose newest version at the horizon is kept.
     pub documents_at_horizon: u64,
     /// Both passes and the swap.
+    #[serde(rename = "seconds", serialize_with = "seconds")]
     pub duration: Duration,
 }
 
+/// Serializes a duration as fractional seconds.
+pub(crate) fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
 impl LogCompactReport {
-    /// Log bytes read per second over both passes (each reads every frame
-    /// once).
-    pub fn read_bytes_per_sec(&self) -> f64 {
+    /// Log compacted per second: bytes of the segments' records over the
+    /// whole run (each pass reads them once, so twice this is read).
+    pub fn log_bytes_per_sec(&self) -> f64 {
         let secs = self.duration.as_secs_f64();
         if secs > 0.0 {
-            (2 * self.frame_bytes_read) as f64 / secs
+            self.frame_bytes_read as f64 / secs
         } else {
             0.0
         }
