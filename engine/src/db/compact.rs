@@ -357,11 +357,14 @@ pub struct CompactionStats {
     pub bytes_freed: u64,
     pub last: Option<LogCompactReport>,
     pub last_error: Option<String>,
+    /// Where the log's exact history starts now (0: never compacted).
+    pub history_from: Ts,
 }
 
 /// The compaction state an open database keeps.
 #[derive(Default)]
 pub(super) struct CompactionState {
+    history_from: AtomicU64,
     /// One compaction at a time.
     lock: Mutex<()>,
     enabled: AtomicBool,
@@ -398,8 +401,17 @@ fn phase_of(code: u8) -> Option<Phase> {
 }
 
 impl CompactionState {
+    /// The state of a database whose log keeps history from `history_from`.
+    pub(super) fn new(history_from: Ts) -> CompactionState {
+        CompactionState {
+            history_from: AtomicU64::new(history_from.0),
+            ..CompactionState::default()
+        }
+    }
+
     fn stats(&self) -> CompactionStats {
         CompactionStats {
+            history_from: Ts(self.history_from.load(Ordering::Acquire)),
             enabled: self.enabled.load(Ordering::Acquire),
             running: self.running.load(Ordering::Acquire),
             phase: phase_of(self.phase.load(Ordering::Acquire)),
@@ -477,6 +489,7 @@ fn run_once(
     match &outcome {
         Ok(Compacted::Done(r)) => {
             state.runs.fetch_add(1, Ordering::Relaxed);
+            state.history_from.fetch_max(r.horizon.0, Ordering::AcqRel);
             state
                 .bytes_read
                 .fetch_add(2 * r.frame_bytes_read, Ordering::Relaxed);

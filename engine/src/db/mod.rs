@@ -914,8 +914,10 @@ impl Database {
         }
         let mut gc = Gc::default();
         let mut pending = Vec::new();
+        let history_from;
         {
             let scanned = scan_log(&dir.log_dir(), Check::Checksums)?;
+            history_from = scanned.history_from();
             for r in scanned.records() {
                 if r.ts() <= checkpoint_ts {
                     continue;
@@ -1013,7 +1015,7 @@ impl Database {
             subscriptions: Arc::clone(&subscriptions),
             invalidations: Mutex::new(Some(invalidations)),
             subscription_feed: Mutex::new(Some(feed)),
-            compaction: compact::CompactionState::default(),
+            compaction: compact::CompactionState::new(history_from),
         });
         checkpoint::remove_unreferenced(dir.path(), loaded.as_ref().map(|l| &l.manifest))?;
         let bg = Arc::clone(&shared);
