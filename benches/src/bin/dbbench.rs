@@ -225,6 +225,10 @@ struct InsertFigures {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// CPU time of this whole process (every thread: writers, committer,
+    /// log writer, subscriptions, GC) per commit over the phase, warm-up
+    /// included; ours only (the peers run in other processes).
+    cpu_us_per_commit: Option<f64>,
 }
 
 impl InsertFigures {
@@ -237,9 +241,31 @@ impl InsertFigures {
             p99_us: s.p99_us,
             p999_us: s.p999_us,
             max_us: s.max_us,
+            cpu_us_per_commit: None,
         }
     }
+
+    fn with_cpu(mut self, cpu_us_per_commit: f64) -> InsertFigures {
+        self.cpu_us_per_commit = Some(cpu_us_per_commit);
+        self
+    }
 }
+
+/// User plus system CPU time of this process so far.
+fn process_cpu() -> Duration {
+    #[allow(unsafe_code, reason = "getrusage only writes the struct it is given")]
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Our figures from a phase: the insert figures, transactions per group
+/// commit, conflicts retried, CPU µs per commit.
+type OursInsert = (PhaseResult, f64, u64, f64);
 
 #[derive(Debug, Serialize)]
 struct InsertReport {
@@ -256,8 +282,11 @@ struct InsertReport {
     postgres: Option<InsertFigures>,
     sqlite: Option<InsertFigures>,
     sqlite_connections: SqliteConnections,
+    /// Our threads' tx/s over PostgreSQL's.
     ours_vs_postgres: Option<f64>,
     ours_vs_sqlite: Option<f64>,
+    /// Our async tasks' tx/s over PostgreSQL's (how `convexd` commits).
+    ours_tasks_vs_postgres: Option<f64>,
     /// The disk's raw `pwrite` + `fdatasync` latency just before and just
     /// after the insert phases: every durable commit waits for one, and on
     /// a shared virtual disk it drifts.
@@ -804,7 +833,7 @@ fn run_insert(
     make_dir(&probe_dir)?;
     let fdatasync_before = fdatasync_probe(&probe_dir)?;
     progress("insert: ours (tasks)");
-    let (ours_tasks, _, tasks_conflicts) = insert_ours_tasks(
+    let (ours_tasks, _, tasks_conflicts, tasks_cpu) = insert_ours_tasks(
         &run_dir.join("ours-insert-tasks"),
         args.writers,
         pool,
@@ -813,7 +842,7 @@ fn run_insert(
     )?;
     let _ = fs::remove_dir_all(run_dir.join("ours-insert-tasks"));
     progress("insert: ours (threads)");
-    let (ours, ours_avg_batch, ours_conflicts) = insert_ours(
+    let (ours, ours_avg_batch, ours_conflicts, threads_cpu) = insert_ours(
         &run_dir.join("ours-insert"),
         args.writers,
         pool,
@@ -848,13 +877,17 @@ fn run_insert(
     };
     let fdatasync_after = fdatasync_probe(&probe_dir)?;
     let _ = fs::remove_dir_all(&probe_dir);
-    let ours = InsertFigures::of(&ours);
-    let ours_tasks = InsertFigures::of(&ours_tasks);
+    let ours = InsertFigures::of(&ours).with_cpu(threads_cpu);
+    let ours_tasks = InsertFigures::of(&ours_tasks).with_cpu(tasks_cpu);
     let postgres = postgres.as_ref().map(InsertFigures::of);
     let sqlite = sqlite.as_ref().map(InsertFigures::of);
     Ok(InsertReport {
         ours_vs_postgres: ratio(ours.tx_per_sec, postgres.as_ref().map(|p| p.tx_per_sec)),
         ours_vs_sqlite: ratio(ours.tx_per_sec, sqlite.as_ref().map(|s| s.tx_per_sec)),
+        ours_tasks_vs_postgres: ratio(
+            ours_tasks.tx_per_sec,
+            postgres.as_ref().map(|p| p.tx_per_sec),
+        ),
         ours,
         ours_tasks,
         ours_avg_batch,
@@ -921,7 +954,7 @@ fn insert_ours(
     pool: &[DocFields],
     warmup: Duration,
     measure: Duration,
-) -> Result<(PhaseResult, f64, u64), String> {
+) -> Result<OursInsert, String> {
     let (_data, db) = open_ours(dir)?;
     // Make the table first: writers creating it concurrently would conflict.
     let mut tx = db.begin();
@@ -930,6 +963,7 @@ fn insert_ours(
     db.commit(tx).map_err(db_err("commit"))?;
 
     let counts_before = db.log().counts();
+    let cpu_before = process_cpu();
     let conflicts = AtomicU64::new(0);
     let next = AtomicU64::new(1);
     let db = &db;
@@ -955,6 +989,7 @@ fn insert_ours(
             ))
         })
     })?;
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let after = db.log().counts();
     let batches = after.batches.saturating_sub(counts_before.batches).max(1);
     let records = after.records.saturating_sub(counts_before.records);
@@ -962,6 +997,7 @@ fn insert_ours(
         phase,
         records as f64 / batches as f64,
         conflicts.load(Ordering::Relaxed),
+        cpu.as_secs_f64() * 1e6 / records.max(1) as f64,
     ))
 }
 
@@ -973,7 +1009,7 @@ fn insert_ours_tasks(
     pool: &[DocFields],
     warmup: Duration,
     measure: Duration,
-) -> Result<(PhaseResult, f64, u64), String> {
+) -> Result<OursInsert, String> {
     let (_data, db) = open_ours(dir)?;
     let mut tx = db.begin();
     tx.insert(TABLE, pool[0].object(0))
@@ -982,6 +1018,7 @@ fn insert_ours_tasks(
     let db = Arc::new(db);
     let pool: Arc<Vec<Object>> = Arc::new((0..pool.len()).map(|i| pool[i].object(0)).collect());
     let counts_before = db.log().counts();
+    let cpu_before = process_cpu();
     let conflicts = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(1));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -1022,6 +1059,7 @@ fn insert_ours_tasks(
             },
         )?
     };
+    let cpu = process_cpu().saturating_sub(cpu_before);
     let after = db.log().counts();
     let batches = after.batches.saturating_sub(counts_before.batches).max(1);
     let records = after.records.saturating_sub(counts_before.records);
@@ -1029,6 +1067,7 @@ fn insert_ours_tasks(
         phase,
         records as f64 / batches as f64,
         conflicts.load(Ordering::Relaxed),
+        cpu.as_secs_f64() * 1e6 / records.max(1) as f64,
     ))
 }
 
@@ -1886,13 +1925,19 @@ fn print_table(r: &Report) {
             r.writers
         );
         println!(
-            "  {:<26} {:>12} {:>10} {:>10} {:>10}",
-            "", "tx/s", "p50 us", "p99 us", "p99.9 us"
+            "  {:<26} {:>12} {:>10} {:>10} {:>10} {:>12}",
+            "", "tx/s", "p50 us", "p99 us", "p99.9 us", "CPU us/tx"
         );
         let row = |name: &str, f: &Option<&InsertFigures>| match f {
             Some(f) => println!(
-                "  {:<26} {:>12.0} {:>10.1} {:>10.1} {:>10.1}",
-                name, f.tx_per_sec, f.p50_us, f.p99_us, f.p999_us
+                "  {:<26} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>12}",
+                name,
+                f.tx_per_sec,
+                f.p50_us,
+                f.p99_us,
+                f.p999_us,
+                f.cpu_us_per_commit
+                    .map_or("-".to_string(), |c| format!("{c:.1}"))
             ),
             None => println!("  {name:<26} {:>12}", "skipped"),
         };
@@ -1914,7 +1959,8 @@ fn print_table(r: &Report) {
             i.fdatasync_after.mean_us
         );
         println!(
-            "  ours / postgres {}, ours / sqlite {}; ours: {:.1} tx per group commit, {} conflicts",
+            "  ours (tasks) / postgres {}, ours (threads) / postgres {}, ours (threads) / sqlite {}; ours: {:.1} tx per group commit, {} conflicts",
+            x(i.ours_tasks_vs_postgres),
             x(i.ours_vs_postgres),
             x(i.ours_vs_sqlite),
             i.ours_avg_batch,
