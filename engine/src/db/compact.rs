@@ -459,8 +459,13 @@ fn run_once(
     };
     let mut last_log = Instant::now();
     let mut announced = false;
+    state.running.store(true, Ordering::Release);
+    state
+        .phase
+        .store(phase_code(Phase::Scan), Ordering::Release);
+    state.done_bytes.store(0, Ordering::Relaxed);
+    state.total_bytes.store(0, Ordering::Relaxed);
     let mut on_progress = |p: Progress| {
-        state.running.store(true, Ordering::Release);
         state.phase.store(phase_code(p.phase), Ordering::Release);
         state.done_bytes.store(p.done_bytes, Ordering::Relaxed);
         state.total_bytes.store(p.total_bytes, Ordering::Relaxed);

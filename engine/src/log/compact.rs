@@ -46,7 +46,7 @@ use super::format::{
     open_body, FrameHeader, FrameKind, PreparedFrame, SegmentHeader, FRAME_HEADER_LEN,
     SEGMENT_HEADER_LEN,
 };
-use super::scan::{scan_sealed, Check, ScannedLog};
+use super::scan::{walk_sealed, RecordView};
 use super::segment::{list_segments, segment_path};
 use super::LogError;
 use crate::dir::{sync_dir, DataDir};
@@ -403,14 +403,6 @@ fn select(log_dir: &Path, sealed: &[u64], horizon: Ts) -> Result<Selection, LogE
     })
 }
 
-fn corrupt(log: &ScannedLog, segment_id: u64, offset: u64, reason: String) -> LogError {
-    LogError::Corruption {
-        segment: segment_path(&log.log_dir, segment_id),
-        offset,
-        reason,
-    }
-}
-
 /// Compacts the log in `log_dir`, whose data directory the caller has
 /// locked (see the module documentation). Reports progress through
 /// `progress`; stops, removing what it wrote, when `stop` is set before the
@@ -464,13 +456,8 @@ fn compact_log_steps(
         }));
     }
     let generation = selection.generation + 1;
-    let scanned = scan_sealed(&log_dir, &selection.ids, Check::Checksums)?;
-    let frame_bytes: u64 = scanned
-        .segments
-        .iter()
-        .map(|s| s.data_end - SEGMENT_HEADER_LEN as u64)
-        .sum();
-    let total = 2 * frame_bytes;
+    // Progress counts segment file bytes, each segment once per pass.
+    let total = 2 * selection.file_bytes;
     let mut pace = Pace {
         rate: job.read_bytes_per_sec,
         started: Instant::now(),
@@ -483,7 +470,6 @@ fn compact_log_steps(
         dry_run: job.dry_run,
         segments_replaced: selection.ids.len(),
         file_bytes_before: selection.file_bytes,
-        frame_bytes_read: frame_bytes,
         ..LogCompactReport::default()
     };
     progress(Progress {
@@ -491,40 +477,55 @@ fn compact_log_steps(
         done_bytes: 0,
         total_bytes: total,
     });
+    let corrupt = |r: &RecordView<'_>, reason: String| LogError::Corruption {
+        segment: segment_path(&log_dir, r.segment_id),
+        offset: r.offset,
+        reason,
+    };
 
-    // Pass 1: the newest version of each document at the horizon.
+    // Pass 1: the newest version of each document at the horizon. Each
+    // segment is walked frame by frame, checked as it is read, at the
+    // pace's rate.
     let keep_all = |id: &DocumentId| job.keep_all_tables.contains(&id.table.get());
     let mut newest: HashMap<DocumentId, (Ts, u32, bool)> = HashMap::new();
     // Writes per record, for the second pass's counts.
-    let mut counts: Vec<u32> = Vec::with_capacity(scanned.record_count());
+    let mut counts: Vec<u32> = Vec::new();
     let mut done = 0u64;
-    for r in scanned.records() {
-        let len = (FRAME_HEADER_LEN + r.stored.len()) as u64;
-        report.records_before += 1;
-        if r.ts() <= job.horizon {
-            let raw = open_body(&r.header, r.stored)
-                .map_err(|e| corrupt(&scanned, r.segment_id, r.offset, e))?;
-            let writes =
-                split_writes(&raw).map_err(|e| corrupt(&scanned, r.segment_id, r.offset, e))?;
-            counts.push(writes.len() as u32);
-            for (i, w) in writes.iter().enumerate() {
-                if !keep_all(&w.id) {
-                    newest.insert(w.id, (r.ts(), i as u32, w.put));
+    let mut prev_ts = None;
+    let mut next_report = 0u64;
+    for &id in &selection.ids {
+        let walked = walk_sealed(&log_dir, id, prev_ts, &mut |r| {
+            let len = (FRAME_HEADER_LEN + r.stored.len()) as u64;
+            report.records_before += 1;
+            let count = if r.ts() <= job.horizon {
+                let raw = open_body(&r.header, r.stored).map_err(|e| corrupt(&r, e))?;
+                let writes = split_writes(&raw).map_err(|e| corrupt(&r, e))?;
+                for (i, w) in writes.iter().enumerate() {
+                    if !keep_all(&w.id) {
+                        newest.insert(w.id, (r.ts(), i as u32, w.put));
+                    }
                 }
+                writes.len() as u32
+            } else {
+                write_count(&r).map_err(|e| corrupt(&r, e))?
+            };
+            counts.push(count);
+            report.writes_before += u64::from(count);
+            pace.account(len)?;
+            let at = done + r.offset + len;
+            if at >= next_report {
+                next_report = at + (4 << 20);
+                progress(Progress {
+                    phase: Phase::Scan,
+                    done_bytes: at,
+                    total_bytes: total,
+                });
             }
-        } else {
-            counts.push(write_count(&scanned, &r)?);
-        }
-        report.writes_before += u64::from(*counts.last().expect("pushed above"));
-        done += len;
-        pace.account(len)?;
-        if done % (4 << 20) < len {
-            progress(Progress {
-                phase: Phase::Scan,
-                done_bytes: done,
-                total_bytes: total,
-            });
-        }
+            Ok(())
+        })?;
+        prev_ts = walked.last_ts.or(prev_ts);
+        report.frame_bytes_read += walked.data_end - SEGMENT_HEADER_LEN as u64;
+        done += walked.file_len;
     }
     newest.retain(|_, (_, _, put)| *put);
     report.documents_at_horizon = newest.len() as u64;
@@ -535,78 +536,86 @@ fn compact_log_steps(
         done_bytes: done,
         total_bytes: total,
     });
-    let mut out = Output::new(
-        &log_dir,
-        &selection.ids,
-        generation,
-        job.horizon,
-        job,
-        &mut report,
-    );
+    let mut out = Output::new(&log_dir, &selection.ids, generation, job.horizon, job);
+    let mut counts = counts.into_iter();
     let result = (|| -> Result<(), LogError> {
-        for (r, &count) in scanned.records().zip(&counts) {
-            let len = (FRAME_HEADER_LEN + r.stored.len()) as u64;
-            if r.ts() > job.horizon {
-                out.frame(Frame::Stored {
-                    header: r.header,
-                    body: r.stored,
-                    writes: u64::from(count),
-                })?;
-            } else {
-                let raw = open_body(&r.header, r.stored)
-                    .map_err(|e| corrupt(&scanned, r.segment_id, r.offset, e))?;
-                let writes =
-                    split_writes(&raw).map_err(|e| corrupt(&scanned, r.segment_id, r.offset, e))?;
-                let kept: Vec<&WriteSpan> = writes
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, w)| {
-                        keep_all(&w.id) || newest.get(&w.id) == Some(&(r.ts(), *i as u32, true))
-                    })
-                    .map(|(_, w)| w)
-                    .collect();
-                if kept.len() == writes.len() {
+        for &id in &selection.ids {
+            let walked = walk_sealed(&log_dir, id, None, &mut |r| {
+                let len = (FRAME_HEADER_LEN + r.stored.len()) as u64;
+                let count = counts
+                    .next()
+                    .ok_or_else(|| corrupt(&r, "a record the first pass did not see".into()))?;
+                if r.ts() > job.horizon {
                     out.frame(Frame::Stored {
                         header: r.header,
                         body: r.stored,
                         writes: u64::from(count),
                     })?;
-                } else if !kept.is_empty() {
-                    let mut body = Vec::with_capacity(raw.len());
-                    body.extend_from_slice(&(kept.len() as u32).to_le_bytes());
-                    for w in &kept {
-                        body.extend_from_slice(&raw[w.range.clone()]);
+                } else {
+                    let raw = open_body(&r.header, r.stored).map_err(|e| corrupt(&r, e))?;
+                    let writes = split_writes(&raw).map_err(|e| corrupt(&r, e))?;
+                    let kept: Vec<&WriteSpan> = writes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, w)| {
+                            keep_all(&w.id) || newest.get(&w.id) == Some(&(r.ts(), *i as u32, true))
+                        })
+                        .map(|(_, w)| w)
+                        .collect();
+                    if kept.len() == writes.len() {
+                        out.frame(Frame::Stored {
+                            header: r.header,
+                            body: r.stored,
+                            writes: u64::from(count),
+                        })?;
+                    } else if !kept.is_empty() {
+                        let mut body = Vec::with_capacity(raw.len());
+                        body.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+                        for w in &kept {
+                            body.extend_from_slice(&raw[w.range.clone()]);
+                        }
+                        out.frame(Frame::Rebuilt {
+                            ts: r.ts(),
+                            writes: kept.len() as u64,
+                            frame: PreparedFrame::new(FrameKind::Commit, body),
+                        })?;
                     }
-                    out.frame(Frame::Rebuilt {
-                        ts: r.ts(),
-                        writes: kept.len() as u64,
-                        frame: PreparedFrame::new(FrameKind::Commit, body),
-                    })?;
                 }
-            }
-            done += len;
-            pace.account(len)?;
-            if done % (4 << 20) < len {
-                progress(Progress {
-                    phase: Phase::Rewrite,
-                    done_bytes: done,
-                    total_bytes: total,
-                });
-            }
+                pace.account(len)?;
+                let at = done + r.offset + len;
+                if at >= next_report {
+                    next_report = at + (4 << 20);
+                    progress(Progress {
+                        phase: Phase::Rewrite,
+                        done_bytes: at,
+                        total_bytes: total,
+                    });
+                }
+                Ok(())
+            })?;
+            done += walked.file_len;
+        }
+        if counts.next().is_some() {
+            return Err(LogError::Corruption {
+                segment: segment_path(&log_dir, *selection.ids.last().expect("not empty")),
+                offset: 0,
+                reason: "the second pass found fewer records than the first".into(),
+            });
         }
         Ok(())
     })();
-    let written = match result.and_then(|()| out.finish()) {
+    let (written, counted) = match result.and_then(|()| out.finish()) {
         Ok(w) => w,
         Err(e) => {
             remove_temporaries(&log_dir)?;
             return Err(e);
         }
     };
-    // Every new segment is durable: fix what the counts say.
+    report.records_after = counted.records;
+    report.writes_after = counted.writes;
+    // Every new segment is durable.
     report.segments_written = written.len();
     report.file_bytes_after = written.iter().map(|s| s.bytes).sum();
-    drop(scanned);
     if job.dry_run {
         report.duration = started.elapsed();
         return Ok(Compacted::Done(report));
@@ -637,19 +646,11 @@ fn compact_log_steps(
 }
 
 /// The write count of a record (the first 4 bytes of its raw body).
-fn write_count(log: &ScannedLog, r: &super::RecordView<'_>) -> Result<u32, LogError> {
-    let raw =
-        open_body(&r.header, r.stored).map_err(|e| corrupt(log, r.segment_id, r.offset, e))?;
+fn write_count(r: &RecordView<'_>) -> Result<u32, String> {
+    let raw = open_body(&r.header, r.stored)?;
     raw.get(0..4)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-        .ok_or_else(|| {
-            corrupt(
-                log,
-                r.segment_id,
-                r.offset,
-                "commit body shorter than its write count".into(),
-            )
-        })
+        .ok_or_else(|| "commit body shorter than its write count".into())
 }
 
 /// A frame to write to the new segments.
@@ -668,6 +669,13 @@ enum Frame<'a> {
     },
 }
 
+/// Records and writes in the new segments.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counted {
+    records: u64,
+    writes: u64,
+}
+
 /// The new segments being written (or, dry, only counted).
 struct Output<'a> {
     log_dir: PathBuf,
@@ -678,7 +686,7 @@ struct Output<'a> {
     generation: u64,
     history_from: Ts,
     job: &'a LogCompaction,
-    report: &'a mut LogCompactReport,
+    counted: Counted,
     current: Option<Current>,
     done: Vec<NewSegment>,
     buf: Vec<u8>,
@@ -701,7 +709,6 @@ impl<'a> Output<'a> {
         generation: u64,
         history_from: Ts,
         job: &'a LogCompaction,
-        report: &'a mut LogCompactReport,
     ) -> Output<'a> {
         Output {
             log_dir: log_dir.to_path_buf(),
@@ -710,7 +717,7 @@ impl<'a> Output<'a> {
             generation,
             history_from,
             job,
-            report,
+            counted: Counted::default(),
             current: None,
             done: Vec::new(),
             buf: Vec::new(),
@@ -785,7 +792,7 @@ impl<'a> Output<'a> {
                 writes
             }
         };
-        self.report.writes_after += writes;
+        self.counted.writes += writes;
         if let Some(f) = &mut cur.file {
             f.write_all(&self.buf).map_err(|e| {
                 LogError::io(
@@ -807,7 +814,7 @@ impl<'a> Output<'a> {
         cur.crc.update(&self.buf);
         cur.len += len;
         cur.frames += 1;
-        self.report.records_after += 1;
+        self.counted.records += 1;
         Ok(())
     }
 
@@ -843,7 +850,7 @@ impl<'a> Output<'a> {
     /// Closes the last segment (always writing at least one, so the
     /// history start is recorded even when nothing is kept) and makes the
     /// directory entries durable.
-    fn finish(mut self) -> Result<Vec<NewSegment>, LogError> {
+    fn finish(mut self) -> Result<(Vec<NewSegment>, Counted), LogError> {
         if self.current.is_none() && self.done.is_empty() {
             self.start()?;
         }
@@ -853,7 +860,7 @@ impl<'a> Output<'a> {
                 LogError::io(format!("syncing directory {}", self.log_dir.display()), e)
             })?;
         }
-        Ok(self.done)
+        Ok((self.done, self.counted))
     }
 }
 
@@ -1084,7 +1091,7 @@ mod tests {
 
     use super::*;
     use crate::id::{InternalId, TableNumber};
-    use crate::log::{encode_commit_refs, scan_log, DocumentWrite, Log, LogOptions};
+    use crate::log::{encode_commit_refs, scan_log, Check, DocumentWrite, Log, LogOptions};
     use crate::value::{Object, Value};
 
     const CATALOG: u32 = 1;
@@ -1334,6 +1341,41 @@ mod tests {
             assert!(crash_after < 1000, "the swap never finishes");
         }
         assert!(saw_old, "no crash landed before the commit point");
+    }
+
+    #[test]
+    fn damage_in_a_segment_stops_compaction_naming_it_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let before = build(&dir, 5, 300);
+        let horizon = before[250].0;
+        let job = job(&dir, horizon);
+        let victim = segment_path(&dir.log_dir(), job.sealed[2]);
+        let mut bytes = fs::read(&victim).unwrap();
+        let at = SEGMENT_HEADER_LEN + FRAME_HEADER_LEN + 3;
+        bytes[at] ^= 0x10;
+        fs::write(&victim, &bytes).unwrap();
+        let pristine: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.log_dir())
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let b = fs::read(&p).unwrap();
+                (p, b)
+            })
+            .collect();
+        let err = compact_log(&dir.log_dir(), &job, None, &mut |_| {}).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, LogError::Corruption { segment, offset, .. }
+                if *segment == victim && *offset == SEGMENT_HEADER_LEN as u64),
+            "{msg}"
+        );
+        assert!(msg.contains("checksum"), "{msg}");
+        // Nothing written is left, nothing old is touched.
+        assert!(pending(&dir.log_dir()).unwrap().is_empty());
+        for (p, b) in &pristine {
+            assert_eq!(&fs::read(p).unwrap(), b, "{} changed", p.display());
+        }
     }
 
     fn copy_dir(from: &Path, to: &Path) {

@@ -38,7 +38,8 @@ pub use format::{
 };
 pub use io::{IoChoice, PwriteWriter, SyncWriter, UringWriter};
 pub use scan::{
-    scan_log, scan_sealed, Check, FrameInfo, RecordView, ScannedLog, ScannedSegment, SegmentEnd,
+    scan_log, scan_sealed, walk_sealed, Check, FrameInfo, RecordView, ScannedLog, ScannedSegment,
+    SegmentEnd, WalkedSegment,
 };
 pub use segment::{list_segments, segment_file_name, segment_path};
 
