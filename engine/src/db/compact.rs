@@ -494,7 +494,9 @@ fn run_once(
     match &outcome {
         Ok(Compacted::Done(r)) => {
             state.runs.fetch_add(1, Ordering::Relaxed);
-            state.history_from.fetch_max(r.horizon.0, Ordering::AcqRel);
+            state
+                .history_from
+                .fetch_max(r.history_from.0, Ordering::AcqRel);
             state
                 .bytes_read
                 .fetch_add(2 * r.frame_bytes_read, Ordering::Relaxed);

@@ -205,6 +205,9 @@ pub enum Skipped {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LogCompactReport {
     pub horizon: Ts,
+    /// The history start the new segments record: the horizon, or an
+    /// earlier compaction's if that was later.
+    pub history_from: Ts,
     pub generation: u64,
     pub dry_run: bool,
     /// Segments rewritten, and the new segments that replace them.
@@ -375,6 +378,8 @@ struct Selection {
     file_bytes: u64,
     fresh_bytes: u64,
     generation: u64,
+    /// The newest history start among the segments.
+    history_from: Ts,
 }
 
 fn select(log_dir: &Path, sealed: &[u64], horizon: Ts) -> Result<Selection, LogError> {
@@ -391,7 +396,13 @@ fn select(log_dir: &Path, sealed: &[u64], horizon: Ts) -> Result<Selection, LogE
         .map(|(h, _, _)| h.generation)
         .max()
         .unwrap_or(0);
+    let history_from = probes
+        .iter()
+        .map(|(h, _, _)| h.history_from)
+        .max()
+        .unwrap_or(Ts::MIN);
     Ok(Selection {
+        history_from,
         ids: sealed[..end].to_vec(),
         file_bytes: probes[..end].iter().map(|p| p.2).sum(),
         fresh_bytes: probes[..end]
@@ -456,6 +467,9 @@ fn compact_log_steps(
         }));
     }
     let generation = selection.generation + 1;
+    // What an earlier compaction at a later horizon dropped stays dropped:
+    // the history start never moves back.
+    let history_from = job.horizon.max(selection.history_from);
     // Progress counts segment file bytes, each segment once per pass.
     let total = 2 * selection.file_bytes;
     let mut pace = Pace {
@@ -466,6 +480,7 @@ fn compact_log_steps(
     };
     let mut report = LogCompactReport {
         horizon: job.horizon,
+        history_from,
         generation,
         dry_run: job.dry_run,
         segments_replaced: selection.ids.len(),
@@ -536,7 +551,7 @@ fn compact_log_steps(
         done_bytes: done,
         total_bytes: total,
     });
-    let mut out = Output::new(&log_dir, &selection.ids, generation, job.horizon, job);
+    let mut out = Output::new(&log_dir, &selection.ids, generation, history_from, job);
     let mut counts = counts.into_iter();
     let result = (|| -> Result<(), LogError> {
         for &id in &selection.ids {
@@ -632,7 +647,7 @@ fn compact_log_steps(
     let manifest = CompactionManifest {
         format: MANIFEST_FORMAT,
         generation,
-        history_from: job.horizon,
+        history_from,
         replaced: selection.ids.clone(),
         segments: written,
     };
@@ -1321,7 +1336,13 @@ mod tests {
             };
             compact_log_steps(&dir.log_dir(), &job, None, &mut |_| {}, &mut steps).unwrap();
             let finished = !steps.crashed;
-            let committed = dir.log_dir().join(COMPACTION_FILE).exists() || finished;
+            let pending_swap = dir.log_dir().join(COMPACTION_FILE).exists();
+            let committed = pending_swap || finished;
+            if pending_swap {
+                // A reader is told to open the log first, not shown a mix.
+                let e = scan_log(&dir.log_dir(), Check::Checksums).unwrap_err();
+                assert!(matches!(e, LogError::CompactionPending { .. }), "{e}");
+            }
             let recovered = recover(&dir).unwrap();
             assert!(pending(&dir.log_dir()).unwrap().is_empty());
             if committed {

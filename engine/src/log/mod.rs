@@ -38,8 +38,8 @@ pub use format::{
 };
 pub use io::{IoChoice, PwriteWriter, SyncWriter, UringWriter};
 pub use scan::{
-    scan_log, scan_sealed, walk_sealed, Check, FrameInfo, RecordView, ScannedLog, ScannedSegment,
-    SegmentEnd, WalkedSegment,
+    scan_log, walk_sealed, Check, FrameInfo, RecordView, ScannedLog, ScannedSegment, SegmentEnd,
+    WalkedSegment,
 };
 pub use segment::{list_segments, segment_file_name, segment_path};
 

@@ -185,16 +185,13 @@ impl ScannedLog {
 /// Scans every segment of `log_dir`. The caller must hold the data
 /// directory's lock (no other process may write the files while they are
 /// mapped). Fails with [`LogError::Corruption`] naming the segment file and
-/// byte offset of the first damage that is not a torn tail.
+/// byte offset of the first damage that is not a torn tail, and with
+/// [`LogError::CompactionPending`] while a compaction's swap is unfinished
+/// (opening the log finishes it).
 pub fn scan_log(log_dir: &Path, check: Check) -> Result<ScannedLog, LogError> {
     let pending = log_dir.join(super::compact::COMPACTION_FILE);
     if pending.exists() {
-        return Err(LogError::Corruption {
-            segment: pending,
-            offset: 0,
-            reason: "a log compaction was interrupted after its commit point and the segment                      set is being swapped; opening the log (convexd, or any logtool command)                      finishes it"
-                .into(),
-        });
+        return Err(LogError::CompactionPending { path: pending });
     }
     let (ids, leftovers) = list_segments(log_dir)
         .map_err(|e| LogError::io(format!("listing {}", log_dir.display()), e))?;
@@ -202,14 +199,8 @@ pub fn scan_log(log_dir: &Path, check: Check) -> Result<ScannedLog, LogError> {
     scan_ids(log_dir, &ids, last, leftovers, check)
 }
 
-/// Scans only the given segments, in order, every one of them sealed (any
-/// damage is corruption): a reader that runs beside the log writer (online
-/// compaction) passes ids below the writer's active segment, so it maps
-/// only files nobody writes any more.
-pub fn scan_sealed(log_dir: &Path, ids: &[u64], check: Check) -> Result<ScannedLog, LogError> {
-    scan_ids(log_dir, ids, None, Vec::new(), check)
-}
-
+/// Scans the segments `ids` in order; `last` is the index of the one the
+/// writer appends to, where damage may be a torn tail.
 fn scan_ids(
     log_dir: &Path,
     ids: &[u64],
