@@ -1,6 +1,6 @@
 //! Every `unsafe` operation of the engine lives here: io_uring submission,
 //! read-only maps of immutable files, the advisory lock on the data
-//! directory, and lowering a background thread's priority.
+//! directory, and a background thread's scheduling class.
 //!
 //! Invariant: a mapped file is never written, truncated or removed while it
 //! is mapped. Only files that are immutable while this process holds the
@@ -146,14 +146,15 @@ impl Uring {
     }
 }
 
-/// Lowers the calling thread's CPU priority by `nice` steps (background
-/// work such as online compaction, so commits get the CPU first).
-pub(crate) fn lower_thread_priority(nice: i32) -> io::Result<()> {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    let tid = unsafe { libc::gettid() };
-    // SAFETY: setpriority only reads its integer arguments; on Linux,
-    // PRIO_PROCESS with a thread id changes that thread alone.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+/// Puts the calling thread in the `SCHED_IDLE` scheduling class: it runs
+/// only when no normal thread of the machine wants the CPU, and a normal
+/// thread that wakes up takes the CPU from it at once (background work such
+/// as online compaction, so that commits never wait behind it).
+pub(crate) fn make_thread_idle_priority() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid
+    // sched_param that outlives the call, which only reads it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if rc == 0 {
         Ok(())
     } else {

@@ -49,9 +49,12 @@ struct Args {
     /// Directory for the data directories (removed at the end).
     #[arg(long, default_value = "compactbench-data")]
     dir: PathBuf,
-    /// Log to prefill, in MiB.
+    /// Log to prefill, in MiB (as stored: compressed where that helps).
     #[arg(long, default_value_t = 256)]
     log_mib: u64,
+    /// Size of a log segment, in MiB (the log's default).
+    #[arg(long, default_value_t = 64)]
+    segment_mib: u64,
     /// Versions of each document (all but the last superseded).
     #[arg(long, default_value_t = 10)]
     versions: u32,
@@ -82,6 +85,7 @@ struct Args {
 struct Report {
     machine: Machine,
     log_mib: u64,
+    segment_mib: u64,
     versions: u32,
     doc_bytes: usize,
     documents: usize,
@@ -186,9 +190,9 @@ fn measure(args: &Args) -> Result<Report, String> {
 
     // 1. Prefill.
     let started = Instant::now();
-    let per_version = args.doc_bytes + 100;
-    let documents =
-        ((args.log_mib << 20) / (u64::from(args.versions) * per_version as u64)).max(100) as usize;
+    let per_version = log_bytes_per_version(args)?;
+    let documents = ((args.log_mib << 20) as f64 / (f64::from(args.versions) * per_version))
+        .max(100.0) as usize;
     let ids = prefill(&original, documents, args)?;
     let prefill_seconds = started.elapsed().as_secs_f64();
     eprintln!(
@@ -206,7 +210,7 @@ fn measure(args: &Args) -> Result<Report, String> {
             &OfflineOptions {
                 horizon: Horizon::KeepHistory(Duration::ZERO),
                 dry_run: false,
-                segment_bytes: LogOptions::default().segment_bytes,
+                segment_bytes: args.segment_mib << 20,
             },
             &mut |_| {},
         )
@@ -236,7 +240,7 @@ fn measure(args: &Args) -> Result<Report, String> {
 
     // 3. Commit latency without, with and again without online compaction.
     let dir = DataDir::open(&original).map_err(|e| e.to_string())?;
-    let db = Arc::new(Database::open(&dir, DbOptions::default()).map_err(db_err)?);
+    let db = Arc::new(Database::open(&dir, options(args, DbOptions::default())).map_err(db_err)?);
     let window = Duration::from_secs(args.window_secs);
     let load = Load::start(Arc::clone(&db), ids, args);
     load.run_for(Duration::from_secs(2)); // warm-up
@@ -290,6 +294,7 @@ fn measure(args: &Args) -> Result<Report, String> {
     Ok(Report {
         machine,
         log_mib: args.log_mib,
+        segment_mib: args.segment_mib,
         versions: args.versions,
         doc_bytes: args.doc_bytes,
         documents,
@@ -322,11 +327,14 @@ fn prefill(path: &Path, documents: usize, args: &Args) -> Result<Vec<DocumentId>
     let dir = DataDir::open(path).map_err(|e| e.to_string())?;
     let db = Database::open(
         &dir,
-        DbOptions {
-            retention: Duration::ZERO,
-            checkpoint_every_bytes: Some(64 << 20),
-            ..DbOptions::default()
-        },
+        options(
+            args,
+            DbOptions {
+                retention: Duration::ZERO,
+                checkpoint_every_bytes: Some(64 << 20),
+                ..DbOptions::default()
+            },
+        ),
     )
     .map_err(db_err)?;
     let mut rng = StdRng::seed_from_u64(1);
@@ -357,6 +365,34 @@ fn prefill(path: &Path, documents: usize, args: &Args) -> Result<Vec<DocumentId>
     }
     db.checkpoint().map_err(db_err)?;
     Ok(ids)
+}
+
+/// Log bytes one version takes, compression included: a transaction of
+/// 100 sample documents framed as the log frames it, divided by 100.
+fn log_bytes_per_version(args: &Args) -> Result<f64, String> {
+    let mut rng = StdRng::seed_from_u64(9);
+    let docs: Vec<(DocumentId, Object)> = (0..100)
+        .map(|n| {
+            (
+                benches::random_document_id(&mut rng),
+                doc(&mut rng, n, 1, args.doc_bytes),
+            )
+        })
+        .collect();
+    let record = engine::log::PreparedRecord::new(docs.iter().map(|(id, d)| (*id, Some(d))))
+        .map_err(|e| e.to_string())?;
+    Ok(record.encoded_len() as f64 / 100.0)
+}
+
+/// `base` with the segment size asked for.
+fn options(args: &Args, base: DbOptions) -> DbOptions {
+    DbOptions {
+        log: LogOptions {
+            segment_bytes: args.segment_mib << 20,
+            ..base.log.clone()
+        },
+        ..base
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {

@@ -43,8 +43,6 @@ pub const ONLINE_READ_BYTES_PER_SEC_DEFAULT: u64 = 16 << 20;
 pub const ONLINE_MIN_FRESH_BYTES_DEFAULT: u64 = 64 << 20;
 /// How often online compaction looks for work.
 pub const ONLINE_CHECK_EVERY_DEFAULT: Duration = Duration::from_secs(60);
-/// Priority steps (nice) the online compaction thread gives up.
-const ONLINE_NICE: i32 = 10;
 /// New segments are fdatasynced every this many bytes when compacting
 /// online (small flushes beside the log writer's), and offline.
 const ONLINE_SYNC_EVERY_BYTES: u64 = 4 << 20;
@@ -527,8 +525,8 @@ fn run_once(
 }
 
 fn online_loop(shared: Arc<Shared>, options: OnlineCompaction) {
-    if let Err(e) = crate::sys::lower_thread_priority(ONLINE_NICE) {
-        tracing::warn!("could not lower the compaction thread's priority: {e}");
+    if let Err(e) = crate::sys::make_thread_idle_priority() {
+        tracing::warn!("could not give the compaction thread idle priority: {e}");
     }
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
