@@ -161,3 +161,30 @@ pub(crate) fn make_thread_idle_priority() -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Starts writeback of `file`'s dirty pages in `offset..offset + len`
+/// without waiting for it and without a device cache flush
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): it keeps a file being
+/// written from piling up dirty pages for one large flush at its `fsync`,
+/// which would compete with the log writer's. Not a durability barrier.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range beyond the file offset type",
+        ));
+    };
+    // SAFETY: sync_file_range only reads its integer arguments and the
+    // descriptor, which `file` keeps open for the call.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -43,10 +43,10 @@ pub const ONLINE_READ_BYTES_PER_SEC_DEFAULT: u64 = 16 << 20;
 pub const ONLINE_MIN_FRESH_BYTES_DEFAULT: u64 = 64 << 20;
 /// How often online compaction looks for work.
 pub const ONLINE_CHECK_EVERY_DEFAULT: Duration = Duration::from_secs(60);
-/// New segments are fdatasynced every this many bytes when compacting
-/// online (small flushes beside the log writer's), and offline.
-const ONLINE_SYNC_EVERY_BYTES: u64 = 4 << 20;
-const OFFLINE_SYNC_EVERY_BYTES: u64 = 64 << 20;
+/// Writeback of new segments is started every this many bytes (see
+/// `LogCompaction::writeback_every_bytes`), online and offline.
+const ONLINE_WRITEBACK_EVERY_BYTES: u64 = 1 << 20;
+const OFFLINE_WRITEBACK_EVERY_BYTES: u64 = 16 << 20;
 /// Online compaction logs its progress at most this often.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -284,7 +284,7 @@ pub fn compact_offline(
         sealed: sealed_segments(&dir.log_dir(), active)?,
         keep_all_tables: vec![TABLES_TABLE_NUMBER, INDEXES_TABLE_NUMBER],
         target_segment_bytes: options.segment_bytes,
-        sync_every_bytes: OFFLINE_SYNC_EVERY_BYTES,
+        writeback_every_bytes: OFFLINE_WRITEBACK_EVERY_BYTES,
         read_bytes_per_sec: None,
         min_fresh_bytes: 0,
         dry_run: options.dry_run,
@@ -450,7 +450,7 @@ fn run_once(
         sealed: sealed_segments(&dir_log, shared.log.active_segment())?,
         keep_all_tables: vec![TABLES_TABLE_NUMBER, INDEXES_TABLE_NUMBER],
         target_segment_bytes: shared.options.log.segment_bytes,
-        sync_every_bytes: ONLINE_SYNC_EVERY_BYTES,
+        writeback_every_bytes: ONLINE_WRITEBACK_EVERY_BYTES,
         read_bytes_per_sec,
         min_fresh_bytes,
         dry_run: false,

@@ -144,9 +144,11 @@ pub struct LogCompaction {
     pub keep_all_tables: Vec<u32>,
     /// A new segment is started once the current one holds this much.
     pub target_segment_bytes: u64,
-    /// The new segments are fdatasynced every this many bytes written, so
-    /// no large flush competes with the log writer's at the end.
-    pub sync_every_bytes: u64,
+    /// Writeback of the new segments is started every this many bytes
+    /// written (without waiting, and without a device flush), so their one
+    /// `fsync` at the end has little left to write and no large flush
+    /// competes with the log writer's.
+    pub writeback_every_bytes: u64,
     /// Log bytes read per second at most (both passes count), if limited.
     pub read_bytes_per_sec: Option<u64>,
     /// Skip the work unless the segments to rewrite include at least this
@@ -816,10 +818,14 @@ impl<'a> Output<'a> {
                 )
             })?;
             cur.unsynced += len;
-            if cur.unsynced >= self.job.sync_every_bytes {
-                f.sync_data().map_err(|e| {
+            if cur.unsynced >= self.job.writeback_every_bytes {
+                let from = cur.len + len - cur.unsynced;
+                crate::sys::start_writeback(f, from, cur.unsynced).map_err(|e| {
                     LogError::io(
-                        format!("syncing {}", compact_path(&self.log_dir, cur.id).display()),
+                        format!(
+                            "starting writeback of {}",
+                            compact_path(&self.log_dir, cur.id).display()
+                        ),
                         e,
                     )
                 })?;
@@ -1202,7 +1208,7 @@ mod tests {
             sealed: ids[..ids.len() - 1].to_vec(),
             keep_all_tables: vec![CATALOG],
             target_segment_bytes: 16 << 10,
-            sync_every_bytes: 1 << 20,
+            writeback_every_bytes: 1 << 20,
             read_bytes_per_sec: None,
             min_fresh_bytes: 0,
             dry_run: false,
