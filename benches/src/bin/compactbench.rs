@@ -4,6 +4,9 @@
 //!    versions, `--versions` per document (so all but one in
 //!    `--versions` are superseded), written in transactions of 100
 //!    documents, and a checkpoint at its end.
+//!
+//! Then `--rounds` rounds, each on fresh copies of that directory:
+//!
 //! 2. `offline`: a copy of it compacted by `compact_offline` (what
 //!    `logtool compact --keep-history 0` runs): log bytes compacted per
 //!    second (each of the two passes reads them once), and the space
@@ -19,6 +22,8 @@
 //!    again. The ratio of the p99 with compaction to the p99 of the two
 //!    windows without it is the figure the issue bounds (at most 1.2).
 //!
+//! Medians over the rounds close the report.
+//!
 //! Every loop is bounded both by count and by time.
 
 use std::path::{Path, PathBuf};
@@ -27,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use benches::{latency_histogram, record_latency, summarize, LatencySummary, Machine};
+use benches::{latency_histogram, median, record_latency, summarize, LatencySummary, Machine};
 use clap::Parser;
 use engine::db::compact::{compact_offline, Horizon, OfflineOptions, OnlineCompaction, Space};
 use engine::db::{Database, DbError, DbOptions};
@@ -76,6 +81,10 @@ struct Args {
     /// The online compaction window ends after this many seconds at most.
     #[arg(long, default_value_t = 600)]
     compaction_secs_max: u64,
+    /// Rounds, each on fresh copies of the prefilled directory: an offline
+    /// compaction, then the three commit windows.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -90,9 +99,31 @@ struct Report {
     doc_bytes: usize,
     documents: usize,
     prefill_seconds: f64,
+    rounds: Vec<Round>,
+    /// Medians over the rounds.
+    median: Medians,
+}
+
+#[derive(Debug, Serialize)]
+struct Round {
     offline: Offline,
     online: Online,
     commits: Commits,
+}
+
+#[derive(Debug, Serialize)]
+struct Medians {
+    offline_log_mib_per_sec: f64,
+    online_log_mib_per_sec: f64,
+    p50_before_us: f64,
+    p99_before_us: f64,
+    p50_with_us: f64,
+    p99_with_us: f64,
+    p50_after_us: f64,
+    p99_after_us: f64,
+    /// The median of the rounds' p99 ratios.
+    p99_ratio: f64,
+    p50_ratio: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,8 +203,10 @@ fn doc(rng: &mut StdRng, n: usize, v: u32, pad: usize) -> Object {
 }
 
 fn run(args: &Args) -> Result<Report, String> {
-    if args.versions < 2 || args.writers == 0 || args.rate == 0 {
-        return Err("--versions must be at least 2, --writers and --rate more than 0".into());
+    if args.versions < 2 || args.writers == 0 || args.rate == 0 || args.rounds == 0 {
+        return Err(
+            "--versions must be at least 2, --writers, --rate and --rounds more than 0".into(),
+        );
     }
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir)
@@ -200,10 +233,59 @@ fn measure(args: &Args) -> Result<Report, String> {
         args.versions
     );
 
-    // 2. Offline, on a copy.
-    copy_tree(&original, &copy)?;
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        let r = measure_round(args, &original, &copy, &ids)?;
+        eprintln!(
+            "round {round}: offline {:.1} MiB/s; online {:.1} MiB/s; commit p99 before {:.0} us, \
+             with {:.0} us, after {:.0} us: ratio {:.3}",
+            r.offline.log_mib_per_sec,
+            r.online.log_mib_per_sec,
+            r.commits.before.p99_us,
+            r.commits.with_compaction.p99_us,
+            r.commits.after.p99_us,
+            r.commits.p99_ratio
+        );
+        rounds.push(r);
+    }
+    let med = |f: &dyn Fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let median = Medians {
+        offline_log_mib_per_sec: med(&|r| r.offline.log_mib_per_sec),
+        online_log_mib_per_sec: med(&|r| r.online.log_mib_per_sec),
+        p50_before_us: med(&|r| r.commits.before.p50_us),
+        p99_before_us: med(&|r| r.commits.before.p99_us),
+        p50_with_us: med(&|r| r.commits.with_compaction.p50_us),
+        p99_with_us: med(&|r| r.commits.with_compaction.p99_us),
+        p50_after_us: med(&|r| r.commits.after.p50_us),
+        p99_after_us: med(&|r| r.commits.after.p99_us),
+        p99_ratio: med(&|r| r.commits.p99_ratio),
+        p50_ratio: med(&|r| r.commits.p50_ratio),
+    };
+    Ok(Report {
+        machine,
+        log_mib: args.log_mib,
+        segment_mib: args.segment_mib,
+        versions: args.versions,
+        doc_bytes: args.doc_bytes,
+        documents,
+        prefill_seconds,
+        rounds,
+        median,
+    })
+}
+
+/// One round: an offline compaction of a copy, then the commit windows
+/// on another copy.
+fn measure_round(
+    args: &Args,
+    original: &Path,
+    copy: &Path,
+    ids: &[DocumentId],
+) -> Result<Round, String> {
+    // Offline, on a copy.
+    copy_tree(original, copy)?;
     let offline = {
-        let dir = DataDir::open(&copy).map_err(|e| e.to_string())?;
+        let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
         let started = Instant::now();
         let r = compact_offline(
             &dir,
@@ -230,19 +312,15 @@ fn measure(args: &Args) -> Result<Report, String> {
             space_after: r.space_after,
         }
     };
-    let _ = std::fs::remove_dir_all(&copy);
-    eprintln!(
-        "offline: {:.1} MiB of log in {:.1} s ({:.1} MiB/s)",
-        offline.log_bytes as f64 / f64::from(1 << 20),
-        offline.seconds,
-        offline.log_mib_per_sec
-    );
+    std::fs::remove_dir_all(copy).map_err(|e| format!("removing {}: {e}", copy.display()))?;
 
-    // 3. Commit latency without, with and again without online compaction.
-    let dir = DataDir::open(&original).map_err(|e| e.to_string())?;
+    // Commit latency without, with and again without online compaction,
+    // on a fresh copy.
+    copy_tree(original, copy)?;
+    let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
     let db = Arc::new(Database::open(&dir, options(args, DbOptions::default())).map_err(db_err)?);
     let window = Duration::from_secs(args.window_secs);
-    let load = Load::start(Arc::clone(&db), ids, args);
+    let load = Load::start(Arc::clone(&db), ids.to_vec(), args);
     load.run_for(Duration::from_secs(2)); // warm-up
     load.take();
     load.run_for(window);
@@ -250,13 +328,12 @@ fn measure(args: &Args) -> Result<Report, String> {
     db.start_compaction(OnlineCompaction {
         keep_history: Duration::ZERO,
         read_bytes_per_sec: args.compaction_rate << 20,
-        // One run: the next check comes long after the bench ends.
+        // One run: the next check comes long after the round ends.
         check_every: Duration::from_secs(24 * 3600),
         min_fresh_bytes: 0,
     })
     .map_err(db_err)?;
-    // The window is exactly the run: from the first progress report to
-    // the end.
+    // The window is exactly the run.
     let deadline = Instant::now() + Duration::from_secs(args.compaction_secs_max);
     while !db.compaction_stats().running && db.compaction_stats().runs == 0 {
         if Instant::now() > deadline {
@@ -281,6 +358,8 @@ fn measure(args: &Args) -> Result<Report, String> {
     let (after, behind_after) = load.take();
     load.stop();
     drop(db);
+    drop(dir);
+    std::fs::remove_dir_all(copy).map_err(|e| format!("removing {}: {e}", copy.display()))?;
 
     let mut without = latency_histogram();
     without.add(&before).map_err(|e| e.to_string())?;
@@ -291,14 +370,7 @@ fn measure(args: &Args) -> Result<Report, String> {
         summarize(&after),
         summarize(&without),
     );
-    Ok(Report {
-        machine,
-        log_mib: args.log_mib,
-        segment_mib: args.segment_mib,
-        versions: args.versions,
-        doc_bytes: args.doc_bytes,
-        documents,
-        prefill_seconds,
+    Ok(Round {
         offline,
         online: Online {
             read_mib_per_sec_limit: args.compaction_rate,
@@ -523,52 +595,68 @@ fn print(r: &Report) {
         m.nproc, m.cpu_model, m.kernel, m.filesystem
     );
     println!(
-        "prefill: {} documents x {} versions of {} bytes ({} MiB of log) in {:.1} s",
-        r.documents, r.versions, r.doc_bytes, r.log_mib, r.prefill_seconds
+        "prefill: {} documents x {} versions of {} bytes ({} MiB of log, {} MiB segments) in {:.1} s",
+        r.documents, r.versions, r.doc_bytes, r.log_mib, r.segment_mib, r.prefill_seconds
     );
-    let o = &r.offline;
-    println!(
-        "offline compaction: {:.1} MiB of log in {:.2} s = {:.1} MiB/s (whole command {:.2} s); \
-         versions {} -> {}; data directory {:.1} -> {:.1} MiB",
-        o.log_bytes as f64 / f64::from(1 << 20),
-        o.seconds,
-        o.log_mib_per_sec,
-        o.total_seconds,
-        o.versions_before,
-        o.versions_after,
-        o.space_before.total_bytes as f64 / f64::from(1 << 20),
-        o.space_after.total_bytes as f64 / f64::from(1 << 20)
-    );
-    let on = &r.online;
-    println!(
-        "online compaction (limit {} MiB/s read): {:.1} MiB of log in {:.1} s = {:.1} MiB/s; \
-         versions {} -> {}",
-        on.read_mib_per_sec_limit,
-        on.log_bytes as f64 / f64::from(1 << 20),
-        on.seconds,
-        on.log_mib_per_sec,
-        on.versions_before,
-        on.versions_after
-    );
-    let c = &r.commits;
-    let line = |name: &str, s: &LatencySummary| {
+    for (i, round) in r.rounds.iter().enumerate() {
+        let o = &round.offline;
+        println!("round {i}:");
         println!(
-            "  {name:<16} {:>8} commits  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us",
-            s.count, s.p50_us, s.p99_us, s.p999_us
-        )
-    };
-    println!("commits ({} writers, {} commits/s):", c.writers, c.rate);
-    line("before", &c.before);
-    line("with compaction", &c.with_compaction);
-    line("after", &c.after);
+            "  offline compaction: {:.1} MiB of log in {:.2} s = {:.1} MiB/s (whole command \
+             {:.2} s); versions {} -> {}; data directory {:.1} -> {:.1} MiB",
+            o.log_bytes as f64 / f64::from(1 << 20),
+            o.seconds,
+            o.log_mib_per_sec,
+            o.total_seconds,
+            o.versions_before,
+            o.versions_after,
+            o.space_before.total_bytes as f64 / f64::from(1 << 20),
+            o.space_after.total_bytes as f64 / f64::from(1 << 20)
+        );
+        let on = &round.online;
+        println!(
+            "  online compaction (limit {} MiB/s read): {:.1} MiB of log in {:.1} s = {:.1} \
+             MiB/s; versions {} -> {}",
+            on.read_mib_per_sec_limit,
+            on.log_bytes as f64 / f64::from(1 << 20),
+            on.seconds,
+            on.log_mib_per_sec,
+            on.versions_before,
+            on.versions_after
+        );
+        let c = &round.commits;
+        let line = |name: &str, s: &LatencySummary| {
+            println!(
+                "    {name:<16} {:>8} commits  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us",
+                s.count, s.p50_us, s.p99_us, s.p999_us
+            )
+        };
+        println!("  commits ({} writers, {} commits/s):", c.writers, c.rate);
+        line("before", &c.before);
+        line("with compaction", &c.with_compaction);
+        line("after", &c.after);
+        println!(
+            "    p99 with / without: {:.3}  (p50: {:.3}){}",
+            c.p99_ratio,
+            c.p50_ratio,
+            if c.fell_behind {
+                "  WARNING: writers fell behind the rate"
+            } else {
+                ""
+            }
+        );
+    }
+    let md = &r.median;
     println!(
-        "  p99 with / without: {:.3}  (p50: {:.3}){}",
-        c.p99_ratio,
-        c.p50_ratio,
-        if c.fell_behind {
-            "  WARNING: writers fell behind the rate"
-        } else {
-            ""
-        }
+        "medians of {} rounds: offline {:.1} MiB/s, online {:.1} MiB/s; commit p99 before {:.1} \
+         us, with {:.1} us, after {:.1} us; p99 ratio {:.3}, p50 ratio {:.3}",
+        r.rounds.len(),
+        md.offline_log_mib_per_sec,
+        md.online_log_mib_per_sec,
+        md.p99_before_us,
+        md.p99_with_us,
+        md.p99_after_us,
+        md.p99_ratio,
+        md.p50_ratio
     );
 }
