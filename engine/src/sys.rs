@@ -1,6 +1,6 @@
 //! Every `unsafe` operation of the engine lives here: io_uring submission,
-//! read-only maps of immutable files, and the advisory lock on the data
-//! directory.
+//! read-only maps of immutable files, the advisory lock on the data
+//! directory, and a background thread's scheduling class.
 //!
 //! Invariant: a mapped file is never written, truncated or removed while it
 //! is mapped. Only files that are immutable while this process holds the
@@ -143,5 +143,48 @@ impl Uring {
         }
         let written = written.expect("loop ends with the write completed")?;
         Ok((written, synced.expect("loop ends with the sync completed")))
+    }
+}
+
+/// Puts the calling thread in the `SCHED_IDLE` scheduling class: it runs
+/// only when no normal thread of the machine wants the CPU, and a normal
+/// thread that wakes up takes the CPU from it at once (background work such
+/// as online compaction, so that commits never wait behind it).
+pub(crate) fn make_thread_idle_priority() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 names the calling thread; `param` is a valid
+    // sched_param that outlives the call, which only reads it.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Starts writeback of `file`'s dirty pages in `offset..offset + len`
+/// without waiting for it and without a device cache flush
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): it keeps a file being
+/// written from piling up dirty pages for one large flush at its `fsync`,
+/// which would compete with the log writer's. Not a durability barrier.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range beyond the file offset type",
+        ));
+    };
+    // SAFETY: sync_file_range only reads its integer arguments and the
+    // descriptor, which `file` keeps open for the call.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

@@ -5,8 +5,10 @@
 //! and runs several writer threads (inserts, patches and deletes of their
 //! own documents in two tables with a user index, some after reading a key
 //! range so that OCC conflicts happen and are retried), a thread calling
-//! `checkpoint()` now and then, and in some cycles a thread that replaces
-//! an extra index mid-run (so kills land in backfills too). Before each
+//! `checkpoint()` now and then, in some cycles a thread that replaces
+//! an extra index mid-run (so kills land in backfills too), and in every
+//! other cycle online log compaction keeping no history, running every few
+//! milliseconds (so kills land in its passes and swaps). Before each
 //! commit the child prints exactly what the transaction writes, and after
 //! it is acknowledged it prints so. The parent SIGKILLs it 20–400 ms after
 //! it is ready, checks the checkpoint against the log
@@ -33,6 +35,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use engine::db::compact::OnlineCompaction;
 use engine::db::verify::verify_checkpoint;
 use engine::db::{
     doc_id, key_of, Database, DbError, DbOptions, FieldPath, KeyInterval, Order, Transaction,
@@ -539,6 +542,15 @@ fn crash_child() {
         .map(|v| Duration::from_micros(v.parse().unwrap()));
     let data = DataDir::open(&dir).unwrap();
     let db = Database::open(&data, child_options()).unwrap();
+    if cycle % 2 == 1 {
+        db.start_compaction(OnlineCompaction {
+            keep_history: Duration::ZERO,
+            read_bytes_per_sec: 64 << 20,
+            check_every: Duration::from_millis(10),
+            min_fresh_bytes: 0,
+        })
+        .unwrap();
+    }
     if db.table_names().is_empty() {
         let mut tx = db.begin();
         for t in TABLES {
@@ -1033,6 +1045,7 @@ fn acknowledged_commits_survive_sigkill_with_checkpoints() {
     }
     let (mut acked, mut attempts, mut checkpoints) = (0, 0, 0);
     let (mut from_checkpoint, mut torn_checkpoints) = (0, 0);
+    let (mut compacted_logs, mut compactions_interrupted) = (0, 0);
     let (mut index_cycles, mut in_backfill) = (0, 0);
     let (mut in_flight, mut in_flight_committed) = (0, 0);
     let started = Instant::now();
@@ -1061,9 +1074,21 @@ fn acknowledged_commits_survive_sigkill_with_checkpoints() {
         }
 
         let data = DataDir::open(&data_path).unwrap();
+        // As opening (or logtool) would first: finish or undo a log
+        // compaction the kill interrupted.
+        if engine::log::compact::recover(&data).unwrap().is_some() {
+            compactions_interrupted += 1;
+        }
         let cdir = data_path.join(CHECKPOINT_DIR);
         if cdir.join(MANIFEST_FILE).exists() {
             from_checkpoint += 1;
+        }
+        if engine::log::report::verify(&data)
+            .unwrap_or_else(|e| panic!("{ctx}: log: {e}"))
+            .compaction_generation
+            > 0
+        {
+            compacted_logs += 1;
         }
         // A checkpoint directory the manifest does not name: the kill
         // landed while a checkpoint was being written (or before the one it
@@ -1107,7 +1132,8 @@ fn acknowledged_commits_survive_sigkill_with_checkpoints() {
          committed), {checkpoints} explicit checkpoints, {from_checkpoint} reopen(s) from a \
          checkpoint, {torn_checkpoints} kill(s) with a checkpoint being written or retired, {index_cycles} \
          index replacement(s) ({in_backfill} killed before the backfill was done), {} documents \
-         at the end",
+         at the end; {compacted_logs} kill(s) with a compacted log, {compactions_interrupted} \
+         with a compaction to finish or undo",
         started.elapsed(),
         attempts - acked - in_flight,
         model.docs.len()

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod deploy;
 mod error;
 pub mod functions;
+pub mod metrics;
 pub mod sync;
 
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ pub struct Config {
     /// Deno worker processes (queries and mutations).
     pub workers: usize,
     pub instance_name: String,
+    /// Online log compaction (`None`: off).
+    pub compaction: Option<engine::db::compact::OnlineCompaction>,
 }
 
 /// What every handler shares.
@@ -124,6 +127,18 @@ pub fn open(config: &Config) -> Result<(DataDir, Arc<AppState>), String> {
         Database::open(&dir, DbOptions::default())
             .map_err(|e| format!("cannot open the database in {}: {e}", dir.path().display()))?,
     );
+    match &config.compaction {
+        Some(c) => {
+            db.start_compaction(c.clone())
+                .map_err(|e| format!("cannot start log compaction: {e}"))?;
+            tracing::info!(
+                keep_history_secs = c.keep_history.as_secs(),
+                read_mib_per_sec = c.read_bytes_per_sec >> 20,
+                "online log compaction on"
+            );
+        }
+        None => tracing::info!("online log compaction off"),
+    }
     let deno = runtime::deno::find_deno(config.deno.as_deref()).map_err(|e| e.to_string())?;
     tracing::info!(path = %deno.path.display(), version = %deno.version, "using Deno");
     let executor = Executor::open(
@@ -162,7 +177,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/check_admin_key",
             get(check_admin_key).post(check_admin_key),
         )
-        .route("/api/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/query", post(functions::query))
         .route("/api/mutation", post(functions::mutation))
         .route("/api/action", post(functions::action))
@@ -277,18 +292,6 @@ async fn check_admin_key(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     functions::require_admin(&state, &headers, query.as_deref())?;
     Ok(Json(json!({})))
-}
-
-/// `GET /api/metrics` (admin): counters an operator or a benchmark reads,
-/// as JSON: `{"mutations": {"committed", "conflicts", "conflict_failures"}}`
-/// since the server started.
-async fn metrics(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-    headers: axum::http::HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    functions::require_admin(&state, &headers, query.as_deref())?;
-    Ok(Json(json!({"mutations": state.executor.mutation_counts()})))
 }
 
 /// Serves until ctrl-c / SIGTERM.

@@ -34,6 +34,15 @@ struct Args {
     /// Deno worker processes for queries and mutations.
     #[arg(long, default_value_t = 4)]
     workers: usize,
+    /// History the log keeps: versions superseded within it stay readable
+    /// from the log; older ones are compacted away in the background (a
+    /// number and a unit: 7d, 36h, 90m, 45s).
+    #[arg(long, default_value = "7d", value_parser = engine::db::compact::parse_duration)]
+    keep_history: std::time::Duration,
+    /// Log read by online compaction at most, in MiB/s (0 turns online
+    /// compaction off; `logtool compact` still works offline).
+    #[arg(long, default_value_t = 16)]
+    compaction_rate: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -96,6 +105,11 @@ fn main() {
         admin_key: args.admin_key,
         workers: args.workers.max(1),
         instance_name: "convexd".to_string(),
+        compaction: (args.compaction_rate > 0).then(|| engine::db::compact::OnlineCompaction {
+            keep_history: args.keep_history,
+            read_bytes_per_sec: args.compaction_rate.saturating_mul(1 << 20),
+            ..engine::db::compact::OnlineCompaction::default()
+        }),
     };
     let rt = tokio::runtime::Runtime::new().expect("starting tokio");
     if let Err(e) = rt.block_on(server::serve(config)) {

@@ -74,40 +74,22 @@ fn store_sells_exactly_its_stock_to_concurrent_buyers() {
     assert_eq!(r["stock"], 0);
     driver(&server, "store.mjs", &["determinism"]);
 
-    // The purchases show in the metrics, which need the admin key.
-    let (status, body) = http_get(&server, "/api/metrics", None);
-    assert!(status.contains(" 401 "), "{status} {body}");
-    let (status, body) = http_get(&server, "/api/metrics", Some(&server.admin_key()));
+    // The purchases show in the metrics: at least the 10 sales committed,
+    // none gave up on conflicts.
+    let (status, body) = http_get(&server, "/metrics", Some(&server.admin_key()));
     assert!(status.contains(" 200 "), "{status} {body}");
-    let m: JsonValue = serde_json::from_str(&body).unwrap();
-    let committed = m["mutations"]["committed"].as_u64().unwrap();
-    assert!(committed >= 10, "{m}");
-    assert!(m["mutations"]["conflicts"].is_u64(), "{m}");
-    assert_eq!(m["mutations"]["conflict_failures"], 0, "{m}");
-}
-
-/// A GET over a fresh connection: the status line and the body.
-fn http_get(server: &Server, path: &str, admin_key: Option<&str>) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let auth = admin_key.map_or(String::new(), |k| format!("Authorization: Convex {k}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or("").to_string();
-    // The body may be chunked; the JSON object is its one chunk.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => body[a..=b].to_string(),
-        _ => body.to_string(),
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
     };
-    (status, body)
+    assert!(value("convex_mutations_committed_total") >= 10, "{body}");
+    value("convex_mutation_conflicts_total");
+    assert_eq!(
+        value("convex_mutation_conflict_failures_total"),
+        0,
+        "{body}"
+    );
 }
 
 fn use_version(app: &Path, version: &str) {
@@ -190,4 +172,78 @@ fn convexd_without_deno_fails_at_start_with_a_clear_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-deno"), "{err}");
+}
+
+/// A GET on the deployment API; returns the status line and the body.
+fn http_get(server: &Server, path: &str, admin_key: Option<&str>) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let auth = admin_key.map_or(String::new(), |k| format!("Authorization: Convex {k}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.lines().next().unwrap_or_default().to_string();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn metrics_show_online_compaction_and_need_the_admin_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let (status, _) = http_get(&server, "/metrics", None);
+    assert!(status.contains(" 401 "), "{status}");
+    let (status, body) = http_get(&server, "/metrics", Some(&server.admin_key()));
+    assert!(status.contains(" 200 "), "{status}");
+    for line in [
+        "convex_compaction_enabled 1",
+        "convex_compaction_running 0",
+        "convex_compaction_runs_total 0",
+        "convex_log_history_from_ts 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line:?} in\n{body}");
+    }
+    assert!(
+        server.log_text().contains("online log compaction on"),
+        "{}",
+        server.log_text()
+    );
+
+    // A data directory convexd holds cannot be compacted offline.
+    let dir = engine::dir::DataDir::open_existing(tmp.path().join("data")).unwrap_err();
+    assert!(
+        dir.to_string().contains("in use by another process"),
+        "{dir}"
+    );
+}
+
+#[test]
+fn convexd_refuses_a_bad_history_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_convexd"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .arg("--keep-history")
+        .arg("seven days")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--keep-history") && err.contains("not a duration"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("data").exists(),
+        "convexd made a directory"
+    );
 }

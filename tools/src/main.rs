@@ -1,20 +1,25 @@
-//! `logtool`: inspect, verify and summarize a data directory's transaction
-//! log without the server. A thin shell over `engine::log::report` and
-//! `engine::db::verify`; it takes the data directory's lock, so it refuses
-//! to run while `convexd` holds it.
+//! `logtool`: inspect, verify, summarize, export and compact a data
+//! directory's transaction log without the server. A thin shell over
+//! `engine::log::report`, `engine::db::verify` and `engine::db::compact`;
+//! it takes the data directory's lock, so it refuses to run while `convexd`
+//! holds it.
 //!
 //! Exit codes: 0 clean, 1 corruption found, 2 any other failure.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use engine::checkpoint::CheckpointError;
+use engine::db::compact::{compact_offline, CompactReport, Horizon, OfflineOptions};
 use engine::db::verify::{verify_checkpoint, CheckpointVerifyReport};
 use engine::db::DbError;
 use engine::dir::DataDir;
 use engine::id::TableNumber;
-use engine::log::report::{self, InspectFilter, VerifyReport};
+use engine::log::compact::{Phase, Progress, Recovered};
+use engine::log::report::{self, ExportError, InspectFilter, VerifyReport};
 use engine::log::LogError;
 use engine::ts::Ts;
 
@@ -61,6 +66,38 @@ enum Command {
     Verify,
     /// Segments, records, bytes, compression ratio and time range.
     Stats,
+    /// Every version of one document the log holds, with its timestamp.
+    History {
+        /// The document's id (a Convex id string).
+        #[arg(long)]
+        id: String,
+    },
+    /// Every document of a table at a timestamp, as JSON lines (Convex JSON),
+    /// ordered by _creationTime.
+    Export {
+        /// The table's name.
+        #[arg(long)]
+        table: String,
+        /// The snapshot to export (ns since the epoch; default: the newest
+        /// record). Must not be before the log's history start.
+        #[arg(long)]
+        ts: Option<u64>,
+    },
+    /// Rewrite the log keeping only the history retention needs: writes a
+    /// checkpoint at the end of the log, rewrites every sealed segment
+    /// without the versions superseded before the horizon (now minus
+    /// --keep-history), swaps the new segments in atomically, and reports
+    /// the space before and after.
+    Compact {
+        /// History to keep: versions superseded within it stay in the log
+        /// (a number and a unit: 7d, 36h, 90m, 45s; 0 keeps only what the
+        /// checkpoint needs).
+        #[arg(long, default_value = "7d", value_parser = engine::db::compact::parse_duration)]
+        keep_history: Duration,
+        /// Only report what would be freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,27 +151,98 @@ struct VerifyJson<'a> {
     checkpoint: &'a CheckpointVerifyReport,
 }
 
+impl From<ExportError> for Failure {
+    fn from(e: ExportError) -> Failure {
+        match e {
+            ExportError::Log(e) => e.into(),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), Failure> {
     let dir = DataDir::open_existing(&cli.data_dir).map_err(|e| Failure::Other(e.to_string()))?;
+    // What opening the log would do first: finish (or clean up after) a
+    // compaction a crash interrupted, so the segments read are one set.
+    match engine::log::compact::recover(&dir)? {
+        None => {}
+        Some(Recovered::RolledForward {
+            generation,
+            segments,
+        }) => eprintln!(
+            "note: finished compaction {generation}, interrupted after its commit point \
+             ({segments} new segment(s) swapped in)"
+        ),
+        Some(Recovered::RemovedLeftovers(n)) => eprintln!(
+            "note: removed {n} file(s) of a compaction interrupted before its commit point \
+             (the log is as it was before it)"
+        ),
+    }
     match &cli.command {
-        Command::Inspect { id: Some(id), .. } => {
+        Command::Inspect { id: Some(id), .. } | Command::History { id } => {
             let id = engine::id::DocumentId::decode(id)
                 .map_err(|e| Failure::Other(format!("--id {id:?}: {e}")))?;
-            let versions = report::document_history(&dir, &id)?;
+            let h = report::history(&dir, &id)?;
             if cli.json {
-                for v in &versions {
+                for v in &h.versions {
                     println!("{}", serde_json::to_string(v).expect("versions serialize"));
                 }
             } else {
-                if versions.is_empty() {
+                if h.versions.is_empty() {
                     println!("no versions of {id} in the log");
                 }
-                for v in &versions {
+                for v in &h.versions {
                     match &v.document {
                         Some(d) => println!("ts {} ({})  {d}", v.ts, format_ts(v.ts)),
                         None => println!("ts {} ({})  deleted", v.ts, format_ts(v.ts)),
                     }
                 }
+                if h.history_from > Ts::MIN {
+                    println!(
+                        "note: the log keeps history from ts {} ({}); versions superseded \
+                         before it were compacted away",
+                        h.history_from,
+                        format_ts(h.history_from)
+                    );
+                }
+            }
+        }
+        Command::Export { table, ts } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary = report::export(&dir, table, ts.map(Ts), &mut |doc| {
+                let json = engine::value::json::to_json(&engine::value::Value::Object(doc.clone()));
+                serde_json::to_writer(&mut out, &json).map_err(std::io::Error::other)?;
+                out.write_all(b"\n")
+            })?;
+            out.flush()
+                .map_err(|e| Failure::Other(format!("writing the export: {e}")))?;
+            eprintln!(
+                "exported {} document(s) of {} (table {}) at ts {} ({})",
+                summary.documents,
+                summary.table,
+                summary.number,
+                summary.ts,
+                format_ts(summary.ts)
+            );
+        }
+        Command::Compact {
+            keep_history,
+            dry_run,
+        } => {
+            let options = OfflineOptions {
+                horizon: Horizon::KeepHistory(*keep_history),
+                dry_run: *dry_run,
+                ..OfflineOptions::default()
+            };
+            let bar = ProgressBar::new();
+            let r = compact_offline(&dir, &options, &mut |p| bar.update(p));
+            bar.finish();
+            let r = r?;
+            if cli.json {
+                println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            } else {
+                print_compact_report(&r, *keep_history);
             }
         }
         Command::Inspect { tables: true, .. } => {
@@ -233,6 +341,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 for l in &v.leftovers {
                     println!("note: leftover half-prepared segment {l}; the next open removes it");
                 }
+                if v.compaction_generation > 0 {
+                    println!(
+                        "ok: {} compacted segment(s) from compaction {}; history kept from ts {} ({})",
+                        v.compacted_segments,
+                        v.compaction_generation,
+                        v.history_from,
+                        format_ts(v.history_from)
+                    );
+                }
                 print_checkpoint_report(&c);
             }
             if !c.is_clean() {
@@ -280,6 +397,143 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The progress bar of `compact`, on stderr (hidden when it is not a
+/// terminal).
+struct ProgressBar {
+    bar: indicatif::ProgressBar,
+}
+
+impl ProgressBar {
+    fn new() -> ProgressBar {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:28} [{bar:32}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        ProgressBar { bar }
+    }
+
+    fn update(&self, p: Progress) {
+        match p.phase {
+            Phase::Checkpoint => {
+                self.bar.set_message("writing a checkpoint");
+                self.bar.enable_steady_tick(Duration::from_millis(200));
+            }
+            Phase::Scan => self.bar.set_message("pass 1/2: finding versions"),
+            Phase::Rewrite => self.bar.set_message("pass 2/2: rewriting"),
+            Phase::Swap => self.bar.set_message("swapping segments in"),
+        }
+        if p.total_bytes > 0 {
+            self.bar.set_length(p.total_bytes);
+            self.bar.set_position(p.done_bytes);
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Bytes in the largest binary unit that keeps the number at 1 or more.
+fn mib(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.2} GiB", b / 1_073_741_824.0),
+    }
+}
+
+fn print_compact_report(r: &CompactReport, keep: Duration) {
+    let would = if r.log.as_ref().is_some_and(|l| l.dry_run) {
+        "would "
+    } else {
+        ""
+    };
+    if let Some(c) = &r.checkpoint {
+        println!(
+            "checkpoint written at ts {} ({}): {} entries, {}",
+            c.ts,
+            format_ts(c.ts),
+            c.entries,
+            mib(c.bytes)
+        );
+    }
+    println!(
+        "horizon: ts {} ({}), keeping {} of history{}",
+        r.horizon,
+        format_ts(r.horizon),
+        format_duration(keep),
+        if r.horizon < r.requested_horizon {
+            " (held back to the checkpoint at the end of the log)"
+        } else {
+            ""
+        }
+    );
+    match (&r.log, &r.skipped) {
+        (Some(l), _) => {
+            println!(
+                "segments: {} sealed segment(s) {}rewritten into {} (the segment being \
+                 appended to is left as it is)",
+                l.segments_replaced,
+                if would.is_empty() { "" } else { "would be " },
+                l.segments_written
+            );
+            println!(
+                "versions: {} -> {} in {} -> {} record(s); {} document(s) kept at the horizon",
+                l.writes_before,
+                l.writes_after,
+                l.records_before,
+                l.records_after,
+                l.documents_at_horizon
+            );
+            println!(
+                "rewritten segments: {} -> {}",
+                mib(l.file_bytes_before),
+                mib(l.file_bytes_after)
+            );
+            println!(
+                "compacted {} of log in {:.2} s: {}/s (two passes, each reading it once)",
+                mib(l.frame_bytes_read),
+                l.duration.as_secs_f64(),
+                mib(l.log_bytes_per_sec() as u64)
+            );
+        }
+        (None, Some(why)) => println!("nothing to compact: {why}"),
+        (None, None) => {}
+    }
+    println!(
+        "log: {} -> {}",
+        mib(r.space_before.log_bytes),
+        mib(r.space_after.log_bytes)
+    );
+    println!(
+        "data directory: {} -> {} ({}{})",
+        mib(r.space_before.total_bytes),
+        mib(r.space_after.total_bytes),
+        if r.space_after.total_bytes <= r.space_before.total_bytes {
+            format!(
+                "{would}free {}",
+                mib(r.space_before.total_bytes - r.space_after.total_bytes)
+            )
+        } else {
+            format!(
+                "{would}grow by {} (the new checkpoint)",
+                mib(r.space_after.total_bytes - r.space_before.total_bytes)
+            )
+        },
+        if would.is_empty() {
+            ""
+        } else {
+            "; dry run, nothing changed"
+        }
+    );
 }
 
 fn print_checkpoint_report(c: &CheckpointVerifyReport) {
@@ -330,6 +584,22 @@ fn print_checkpoint_report(c: &CheckpointVerifyReport) {
     }
 }
 
+/// A duration as `7d`, `1d12h`, `90s`, `0s`.
+fn format_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= len {
+            out.push_str(&format!("{}{unit}", secs / len));
+            secs %= len;
+        }
+    }
+    out
+}
+
 /// A timestamp as UTC `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 fn format_ts(ts: Ts) -> String {
     let secs = ts.0 / 1_000_000_000;
@@ -363,6 +633,20 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_format_as_they_parse() {
+        for (given, shown) in [
+            ("7d", "7d"),
+            ("36h", "1d12h"),
+            ("90s", "1m30s"),
+            ("2h30m", "2h30m"),
+            ("0", "0s"),
+        ] {
+            let d = engine::db::compact::parse_duration(given).unwrap();
+            assert_eq!(format_duration(d), shown);
+        }
+    }
 
     #[test]
     fn timestamps_format_as_utc() {

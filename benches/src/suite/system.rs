@@ -51,17 +51,26 @@ impl Convexd {
         self.server.url()
     }
 
-    /// `/api/metrics`' mutation counters: (committed, conflicts, failures).
+    /// The mutation counters of `/metrics` (Prometheus text): (committed,
+    /// conflicts, failures).
     fn mutation_counts(&self) -> Result<(f64, f64, f64), String> {
-        let body = self.server.admin_get("/api/metrics")?;
-        let v: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("/api/metrics returned {body:?}: {e}"))?;
-        let n = |k: &str| {
-            v["mutations"][k]
-                .as_f64()
-                .ok_or_else(|| format!("/api/metrics has no mutations.{k}: {body}"))
+        let body = self.server.admin_get("/metrics")?;
+        let n = |name: &str| {
+            body.lines()
+                .find_map(|l| {
+                    l.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .ok_or_else(|| format!("/metrics has no {name}"))
         };
-        Ok((n("committed")?, n("conflicts")?, n("conflict_failures")?))
+        Ok((
+            n("convex_mutations_committed_total")?,
+            n("convex_mutation_conflicts_total")?,
+            n("convex_mutation_conflict_failures_total")?,
+        ))
     }
 }
 
@@ -617,7 +626,7 @@ pub fn insert(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
 }
 
 /// `hot-counter`: C clients increment one counter document in a closed
-/// loop; conflicts and retries come from `convexd`'s `/api/metrics`.
+/// loop; conflicts and retries come from `convexd`'s `/metrics`.
 pub fn hot_counter(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
     ensure_convexd(ctx)?;
     let plan = ctx.plan.clone();
@@ -728,7 +737,7 @@ pub fn hot_counter(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
          in a closed loop ({:.1} s warm-up, {:.1} s measured). Every increment reads the \
          document and writes it, so concurrent ones conflict at commit (optimistic \
          concurrency) and the server runs them again with backoff, invisibly to the client. \
-         Conflicts and commits come from convexd's `GET /api/metrics` before and after \
+         Conflicts and commits come from convexd's `GET /metrics` before and after \
          (warm-up included); conflict rate = conflicting attempts / all attempts. The final \
          counter value is checked against the increments acknowledged.",
         plan.system_warmup, plan.system_seconds

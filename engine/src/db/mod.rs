@@ -25,6 +25,7 @@
 
 mod backfill;
 mod checkpoint;
+pub mod compact;
 #[cfg(test)]
 mod interleavings;
 mod keys;
@@ -833,6 +834,8 @@ struct Shared {
     /// Feeds published commits, in order, to the subscription thread
     /// (`None` once the database is closing).
     subscription_feed: Mutex<Option<mpsc::Sender<Vec<CommittedWrites>>>>,
+    /// Log compaction (`compact.rs`).
+    compaction: compact::CompactionState,
 }
 
 /// The open database.
@@ -857,6 +860,7 @@ impl Drop for Database {
             t.thread().unpark();
             let _ = t.join();
         }
+        self.join_compaction();
         // No commit runs any more (they borrow the database): close the
         // feed and let the subscription thread finish what it was fed.
         drop(
@@ -910,8 +914,10 @@ impl Database {
         }
         let mut gc = Gc::default();
         let mut pending = Vec::new();
+        let history_from;
         {
             let scanned = scan_log(&dir.log_dir(), Check::Checksums)?;
+            history_from = scanned.history_from();
             for r in scanned.records() {
                 if r.ts() <= checkpoint_ts {
                     continue;
@@ -1009,6 +1015,7 @@ impl Database {
             subscriptions: Arc::clone(&subscriptions),
             invalidations: Mutex::new(Some(invalidations)),
             subscription_feed: Mutex::new(Some(feed)),
+            compaction: compact::CompactionState::new(history_from),
         });
         checkpoint::remove_unreferenced(dir.path(), loaded.as_ref().map(|l| &l.manifest))?;
         let bg = Arc::clone(&shared);

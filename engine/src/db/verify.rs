@@ -1,9 +1,11 @@
 //! Checking a data directory's checkpoint against its log, without opening
-//! the database: no background thread, nothing written. The log (which
-//! still holds every commit) is replayed into a plain model, the newest
-//! version of every document at the checkpoint's timestamp and at the end
-//! of the log, and every index file the manifest names must hold exactly
-//! the entries that model implies. Shared by tests and `logtool verify`.
+//! the database: no background thread, nothing written. The log is
+//! replayed into a plain model, the newest version of every document at
+//! the checkpoint's timestamp and at the end of the log, and every index
+//! file the manifest names must hold exactly the entries that model
+//! implies. Shared by tests and `logtool verify`. A compacted log still
+//! gives every snapshot from its history start exactly, and that start
+//! must not be after the checkpoint (`compact.rs`), which is checked too.
 //!
 //! Invariant checked (`checkpoint.rs`, invariant 1): for every index of the
 //! catalog at the checkpoint's timestamp `C` (built-in `by_id` and
@@ -58,6 +60,9 @@ pub struct CheckpointVerifyReport {
     pub last_ts: Option<Ts>,
     /// Timestamp of the checkpoint the manifest names, if any.
     pub checkpoint_ts: Option<Ts>,
+    /// Where the log's exact history starts (0 if never compacted); it
+    /// must not be after the checkpoint.
+    pub history_from: Ts,
     /// Live documents per table, system tables included.
     pub tables: Vec<TableDocuments>,
     /// Indexes compared entry by entry with the log (a B+tree and, if
@@ -222,6 +227,7 @@ pub fn verify_checkpoint(dir: &DataDir) -> Result<CheckpointVerifyReport, DbErro
     let mut model = Model::default();
     let mut at_checkpoint: Option<Model> = None;
     let scanned = scan_log(&dir.log_dir(), Check::Checksums)?;
+    report.history_from = scanned.history_from();
     for r in scanned.records() {
         if let Some(c) = checkpoint_ts {
             if r.ts() > c && at_checkpoint.is_none() {
@@ -254,6 +260,20 @@ pub fn verify_checkpoint(dir: &DataDir) -> Result<CheckpointVerifyReport, DbErro
         None => format!("{table}.{index}"),
     };
     report.tables = table_documents(&names, &final_counts, Some(&at.counts()));
+    if report.history_from > c {
+        // Opening replays only the log after the checkpoint: a version the
+        // compaction dropped after it would be lost, and a dropped
+        // tombstone would leave a checkpointed document alive.
+        report.mismatch(
+            "(log)".into(),
+            None,
+            format!(
+                "the log was compacted at horizon {}, after the checkpoint at {c}: versions \
+                 the checkpoint does not hold may be gone from the log",
+                report.history_from
+            ),
+        );
+    }
     if report.last_ts.is_none_or(|l| l < c) {
         report.mismatch(
             "(manifest)".into(),

@@ -63,7 +63,11 @@ pub const FLAG_ZSTD: u8 = 0x01;
 //  12    4 header length (64)
 //  16    8 segment id
 //  24    8 segment length in bytes at creation (the file is zero-filled)
-//  32   28 reserved, zero
+//  32    8 compaction generation: 0 for a segment the log writer made, n
+//          for one written by the n-th compaction of this log
+//  40    8 history start: for a compacted segment, the horizon it was
+//          compacted at (snapshots at or after it read exactly); 0 otherwise
+//  48   12 reserved, zero
 //  60    4 CRC32 of bytes 0..60
 // ---------------------------------------------------------------------------
 
@@ -72,6 +76,25 @@ pub const FLAG_ZSTD: u8 = 0x01;
 pub struct SegmentHeader {
     pub segment_id: u64,
     pub capacity: u64,
+    /// 0 for a segment the log writer made; `n` for one the `n`-th
+    /// compaction wrote.
+    pub generation: u64,
+    /// For a compacted segment, the horizon it was compacted at: versions
+    /// superseded at or before it may be gone from the log. `Ts::MIN`
+    /// otherwise.
+    pub history_from: Ts,
+}
+
+impl SegmentHeader {
+    /// The header of a new segment made by the log writer.
+    pub fn new(segment_id: u64, capacity: u64) -> SegmentHeader {
+        SegmentHeader {
+            segment_id,
+            capacity,
+            generation: 0,
+            history_from: Ts::MIN,
+        }
+    }
 }
 
 impl SegmentHeader {
@@ -82,6 +105,8 @@ impl SegmentHeader {
         b[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.segment_id.to_le_bytes());
         b[24..32].copy_from_slice(&self.capacity.to_le_bytes());
+        b[32..40].copy_from_slice(&self.generation.to_le_bytes());
+        b[40..48].copy_from_slice(&self.history_from.0.to_le_bytes());
         let crc = crc32fast::hash(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -113,9 +138,21 @@ impl SegmentHeader {
                 "segment header length {header_len} is not {SEGMENT_HEADER_LEN}"
             ));
         }
+        if b[48..60].iter().any(|&x| x != 0) {
+            return Err("segment header reserved bytes are not zero".into());
+        }
+        let generation = u64::from_le_bytes(b[32..40].try_into().expect("8 bytes"));
+        let history_from = Ts(u64::from_le_bytes(b[40..48].try_into().expect("8 bytes")));
+        if generation == 0 && history_from != Ts::MIN {
+            return Err(format!(
+                "segment header gives a history start ({history_from}) but no compaction generation"
+            ));
+        }
         Ok(SegmentHeader {
             segment_id: u64::from_le_bytes(b[16..24].try_into().expect("8 bytes")),
             capacity: u64::from_le_bytes(b[24..32].try_into().expect("8 bytes")),
+            generation,
+            history_from,
         })
     }
 }
@@ -466,11 +503,14 @@ mod tests {
 
     #[test]
     fn segment_header_round_trips() {
-        let h = SegmentHeader {
-            segment_id: 7,
-            capacity: 1 << 20,
-        };
+        let h = SegmentHeader::new(7, 1 << 20);
         assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+        let compacted = SegmentHeader {
+            generation: 3,
+            history_from: Ts(1_700_000_000_000_000_000),
+            ..h
+        };
+        assert_eq!(SegmentHeader::decode(&compacted.encode()), Ok(compacted));
         let mut b = h.encode();
         b[20] ^= 4;
         assert!(SegmentHeader::decode(&b).unwrap_err().contains("checksum"));

@@ -15,6 +15,7 @@
 //!    and every later append fails.
 //! 4. Opening cuts off a torn tail and refuses to open on any other damage.
 
+pub mod compact;
 mod format;
 mod io;
 pub mod report;
@@ -36,7 +37,10 @@ pub use format::{
     SegmentHeader, FRAME_BODY_MAX, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 pub use io::{IoChoice, PwriteWriter, SyncWriter, UringWriter};
-pub use scan::{scan_log, Check, FrameInfo, RecordView, ScannedLog, ScannedSegment, SegmentEnd};
+pub use scan::{
+    scan_log, walk_sealed, Check, FrameInfo, RecordView, ScannedLog, ScannedSegment, SegmentEnd,
+    WalkedSegment,
+};
 pub use segment::{list_segments, segment_file_name, segment_path};
 
 use crate::dir::{sync_dir, DataDir};
@@ -75,6 +79,14 @@ pub enum LogError {
     Closed,
     #[error("commit timestamp {ts} is not after the newest queued timestamp {last}")]
     StaleTimestamp { ts: Ts, last: Ts },
+    #[error("the compaction was stopped before its commit point; the log is unchanged")]
+    Interrupted,
+    #[error(
+        "a log compaction was interrupted after its commit point ({}); opening the log \
+         (`convexd`, or any `logtool` command) finishes it",
+        path.display()
+    )]
+    CompactionPending { path: PathBuf },
 }
 
 impl LogError {
@@ -118,6 +130,8 @@ pub struct RecoveryReport {
     pub cut_tail: Option<(PathBuf, u64, u64, String)>,
     /// Leftover half-prepared segment files removed.
     pub removed_leftovers: usize,
+    /// An interrupted compaction finished or cleaned up.
+    pub compaction: Option<compact::Recovered>,
 }
 
 /// Counters of the writer, for benchmarks and metrics.
@@ -262,6 +276,8 @@ struct Shared {
     clock: TsClock,
     counters: LogCounters,
     queue_bytes_max: usize,
+    /// Id of the segment the writer appends to; every lower id is sealed.
+    active_segment: AtomicU64,
 }
 
 impl Shared {
@@ -301,11 +317,13 @@ impl Log {
             sync_dir(dir.path())
                 .map_err(|e| LogError::io(format!("syncing {}", dir.path().display()), e))?;
         }
+        let compaction = compact::recover(dir)?;
         let mut scanned = scan_log(&log_dir, Check::Checksums)?;
         let mut report = RecoveryReport {
             segments: scanned.segments.len(),
             records: scanned.record_count(),
             last_ts: scanned.last_ts(),
+            compaction,
             ..RecoveryReport::default()
         };
         for leftover in &scanned.leftovers {
@@ -379,6 +397,7 @@ impl Log {
             clock: TsClock::new(report.last_ts.unwrap_or(Ts::MIN)),
             counters: LogCounters::default(),
             queue_bytes_max: options.queue_bytes_max,
+            active_segment: AtomicU64::new(active.id),
         });
         let mut writer = Writer {
             shared: shared.clone(),
@@ -537,6 +556,12 @@ impl Log {
 
     pub fn recovery(&self) -> &RecoveryReport {
         &self.recovery
+    }
+
+    /// Id of the segment the writer appends to. Every segment with a lower
+    /// id is sealed: complete, durable and never written again.
+    pub fn active_segment(&self) -> u64 {
+        self.shared.active_segment.load(Ordering::Acquire)
     }
 
     /// The newest timestamp handed out (durable or about to be).
@@ -748,6 +773,7 @@ impl Writer {
             capacity,
             offset: SEGMENT_HEADER_LEN as u64,
         };
+        self.shared.active_segment.store(id, Ordering::Release);
         self.start_preparing_next();
         Ok(())
     }

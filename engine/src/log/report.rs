@@ -7,12 +7,15 @@
 
 use serde::Serialize;
 
+use super::compact::split_writes;
 use super::scan::{scan_log, Check, RecordView, ScannedLog};
 use super::CommitRecord;
 use super::LogError;
 use crate::dir::DataDir;
 use crate::ts::Ts;
+use crate::value::binary::decode_object;
 use crate::value::json::to_json;
+use crate::value::{Object, Value};
 
 /// Decodes a record, reporting a failure as corruption at its place.
 fn decode(dir: &DataDir, r: &RecordView<'_>) -> Result<CommitRecord, LogError> {
@@ -33,6 +36,13 @@ pub struct VerifyReport {
     pub torn_tail: Option<TornTail>,
     /// Half-prepared segment files left by a crash, removed at next open.
     pub leftovers: Vec<String>,
+    /// Where the log's exact history starts (see
+    /// [`ScannedLog::history_from`]); 0 if it was never compacted.
+    pub history_from: Ts,
+    /// The generation of the last compaction (0: never compacted), and the
+    /// segments it wrote.
+    pub compaction_generation: u64,
+    pub compacted_segments: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -53,7 +63,16 @@ pub fn verify(dir: &DataDir) -> Result<VerifyReport, LogError> {
         let rec = decode(dir, &r)?;
         writes += rec.writes.len() as u64;
     }
+    check_compacted_prefix(&log)?;
+    let compacted = log
+        .segments
+        .iter()
+        .filter(|s| s.header.generation > 0)
+        .count();
     Ok(VerifyReport {
+        history_from: log.history_from(),
+        compaction_generation: log.generation(),
+        compacted_segments: compacted,
         segments: log.segments.len(),
         records: log.record_count(),
         writes,
@@ -64,6 +83,49 @@ pub fn verify(dir: &DataDir) -> Result<VerifyReport, LogError> {
             .map(|p| p.display().to_string())
             .collect(),
     })
+}
+
+/// Compacted segments are a prefix of the log, all from the last
+/// compaction (each compaction rewrites every earlier compacted segment):
+/// one generation, one history start, never the segment being appended to.
+fn check_compacted_prefix(log: &ScannedLog) -> Result<(), LogError> {
+    let first = log.segments.iter().find(|s| s.header.generation > 0);
+    let Some(first) = first else {
+        return Ok(());
+    };
+    let (generation, history_from) = (first.header.generation, first.header.history_from);
+    let mut in_prefix = true;
+    for (i, s) in log.segments.iter().enumerate() {
+        let h = &s.header;
+        let problem = if h.generation == 0 {
+            in_prefix = false;
+            None
+        } else if !in_prefix {
+            Some(format!(
+                "a segment of compaction {} follows a segment the log writer made; \
+                 compacted segments must be a prefix of the log",
+                h.generation
+            ))
+        } else if (h.generation, h.history_from) != (generation, history_from) {
+            Some(format!(
+                "compaction {} with history from {} beside compaction {generation} with \
+                 history from {history_from}; one compaction rewrites all compacted segments",
+                h.generation, h.history_from
+            ))
+        } else if i + 1 == log.segments.len() {
+            Some("the last segment, which the log writer appends to, is a compacted one".into())
+        } else {
+            None
+        };
+        if let Some(reason) = problem {
+            return Err(LogError::Corruption {
+                segment: s.path.clone(),
+                offset: 16,
+                reason,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn torn_tail(log: &ScannedLog) -> Option<TornTail> {
@@ -225,30 +287,196 @@ pub fn inspect(dir: &DataDir, filter: &InspectFilter) -> Result<Vec<RecordSummar
 #[derive(Clone, Debug, Serialize)]
 pub struct DocumentVersion {
     pub ts: Ts,
+    /// The segment file and byte offset of the record holding it.
+    pub segment: String,
+    pub offset: u64,
     /// The document as Convex JSON, or `None` for a delete.
     pub document: Option<serde_json::Value>,
 }
 
-/// Every version of document `id` in log order.
-pub fn document_history(
-    dir: &DataDir,
-    id: &crate::id::DocumentId,
-) -> Result<Vec<DocumentVersion>, LogError> {
+/// Every version of one document the log holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct DocumentHistory {
+    pub id: String,
+    /// Where the log's exact history starts: versions superseded at or
+    /// before it may have been compacted away (0: never compacted).
+    pub history_from: Ts,
+    pub versions: Vec<DocumentVersion>,
+}
+
+/// Every version of document `id` in log order. Only its writes are
+/// decoded.
+pub fn history(dir: &DataDir, id: &crate::id::DocumentId) -> Result<DocumentHistory, LogError> {
     let log = scan_log(&dir.log_dir(), Check::Checksums)?;
-    let mut out = Vec::new();
+    let mut out = DocumentHistory {
+        id: id.encode(),
+        history_from: log.history_from(),
+        versions: Vec::new(),
+    };
     for r in log.records() {
-        let rec = decode(dir, &r)?;
-        for w in rec.writes.iter().filter(|w| w.id == *id) {
-            out.push(DocumentVersion {
-                ts: rec.ts,
-                document: w
-                    .document
-                    .as_ref()
-                    .map(|d| to_json(&crate::value::Value::Object(d.clone()))),
+        let corrupt = |reason: String| LogError::Corruption {
+            segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
+            offset: r.offset,
+            reason,
+        };
+        let raw = super::format::open_body(&r.header, r.stored).map_err(corrupt)?;
+        for w in split_writes(&raw).map_err(corrupt)? {
+            if w.id != *id {
+                continue;
+            }
+            let document = match &w.document {
+                Some(range) => Some(to_json(&Value::Object(
+                    decode_object(&raw[range.clone()])
+                        .map_err(|e| corrupt(format!("bad document of {id}: {e}")))?,
+                ))),
+                None => None,
+            };
+            out.versions.push(DocumentVersion {
+                ts: r.ts(),
+                segment: super::segment_file_name(r.segment_id),
+                offset: r.offset,
+                document,
             });
         }
     }
     Ok(out)
+}
+
+/// Why an export could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("there is no table {table:?} at timestamp {ts}{}", list_tables(.tables))]
+    NoTable {
+        table: String,
+        ts: Ts,
+        tables: Vec<String>,
+    },
+    #[error(
+        "timestamp {ts} is before the log's history, which starts at {history_from} (versions \
+         superseded before it were compacted away); export at {history_from} or later"
+    )]
+    BeforeHistory { ts: Ts, history_from: Ts },
+    #[error("writing the export: {0}")]
+    Write(std::io::Error),
+}
+
+fn list_tables(tables: &[String]) -> String {
+    if tables.is_empty() {
+        "; the log has no tables then".into()
+    } else {
+        format!("; the tables then are: {}", tables.join(", "))
+    }
+}
+
+/// What [`export`] wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportSummary {
+    pub table: String,
+    pub number: u32,
+    /// The snapshot exported.
+    pub ts: Ts,
+    pub documents: u64,
+}
+
+/// Writes every document of table `table` live at `ts` (default: the
+/// newest record) to `out`, ordered by `_creationTime` then `_id` (the
+/// `by_creation_time` index), as the log holds them. Refuses a timestamp
+/// before the log's history start.
+pub fn export(
+    dir: &DataDir,
+    table: &str,
+    ts: Option<Ts>,
+    out: &mut dyn FnMut(&Object) -> std::io::Result<()>,
+) -> Result<ExportSummary, ExportError> {
+    use crate::db::{TABLES_TABLE, TABLES_TABLE_NUMBER};
+    use std::collections::BTreeMap;
+    let log = scan_log(&dir.log_dir(), Check::Checksums)?;
+    let ts = ts.or(log.last_ts()).unwrap_or(Ts::MIN);
+    let history_from = log.history_from();
+    if ts < history_from {
+        return Err(ExportError::BeforeHistory { ts, history_from });
+    }
+    // Pass over the writes at or before `ts`, decoding only `want`'s.
+    let replay =
+        |want: &dyn Fn(u32) -> bool| -> Result<BTreeMap<crate::id::DocumentId, Object>, LogError> {
+            let mut live = BTreeMap::new();
+            for r in log.records().take_while(|r| r.ts() <= ts) {
+                let corrupt = |reason: String| LogError::Corruption {
+                    segment: dir.log_dir().join(super::segment_file_name(r.segment_id)),
+                    offset: r.offset,
+                    reason,
+                };
+                let raw = super::format::open_body(&r.header, r.stored).map_err(corrupt)?;
+                for w in split_writes(&raw).map_err(corrupt)? {
+                    if !want(w.id.table.get()) {
+                        continue;
+                    }
+                    match &w.document {
+                        Some(range) => {
+                            let doc = decode_object(&raw[range.clone()])
+                                .map_err(|e| corrupt(format!("bad document of {}: {e}", w.id)))?;
+                            live.insert(w.id, doc);
+                        }
+                        None => {
+                            live.remove(&w.id);
+                        }
+                    }
+                }
+            }
+            Ok(live)
+        };
+    let catalog = replay(&|t| t == TABLES_TABLE_NUMBER)?;
+    let mut tables: Vec<(String, u32)> = catalog
+        .values()
+        .filter_map(|d| {
+            let name = d.get("name").and_then(Value::as_str)?;
+            match d.get("number") {
+                Some(Value::Int64(n)) => Some((name.to_string(), u32::try_from(*n).ok()?)),
+                _ => None,
+            }
+        })
+        .collect();
+    tables.push((TABLES_TABLE.to_string(), TABLES_TABLE_NUMBER));
+    tables.push((
+        crate::db::INDEXES_TABLE.to_string(),
+        crate::db::INDEXES_TABLE_NUMBER,
+    ));
+    tables.sort();
+    let Some(&(_, number)) = tables.iter().find(|(n, _)| n == table) else {
+        return Err(ExportError::NoTable {
+            table: table.to_string(),
+            ts,
+            tables: tables
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !n.starts_with('_'))
+                .collect(),
+        });
+    };
+    let docs = replay(&|t| t == number)?;
+    let mut docs: Vec<(f64, crate::id::DocumentId, Object)> = docs
+        .into_iter()
+        .map(|(id, d)| {
+            let created = match d.get("_creationTime") {
+                Some(Value::Float64(f)) => *f,
+                _ => f64::NEG_INFINITY,
+            };
+            (created, id, d)
+        })
+        .collect();
+    docs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.encode().cmp(&b.1.encode())));
+    for (_, _, d) in &docs {
+        out(d).map_err(ExportError::Write)?;
+    }
+    Ok(ExportSummary {
+        table: table.to_string(),
+        number,
+        ts,
+        documents: docs.len() as u64,
+    })
 }
 
 /// A table as the catalog in the log describes it.

@@ -96,6 +96,12 @@ impl RecordView<'_> {
         self.header.ts
     }
 
+    /// The raw (decompressed) body, checksum checked; see
+    /// `log::compact::split_writes` to walk it without decoding documents.
+    pub fn raw_body(&self) -> Result<Vec<u8>, String> {
+        open_body(&self.header, self.stored)
+    }
+
     /// Decompresses and decodes the commit.
     pub fn decode(&self) -> Result<CommitRecord, String> {
         let raw = open_body(&self.header, self.stored)?;
@@ -128,6 +134,28 @@ impl ScannedLog {
         self.segments.iter().map(|s| s.frames.len()).sum()
     }
 
+    /// Where the log's exact history starts: the newest horizon any
+    /// compacted segment was compacted at (`Ts::MIN` if none was). A
+    /// snapshot at or after it reads exactly from the log; before it,
+    /// versions superseded since may be gone.
+    pub fn history_from(&self) -> Ts {
+        self.segments
+            .iter()
+            .map(|s| s.header.history_from)
+            .max()
+            .unwrap_or(Ts::MIN)
+    }
+
+    /// The newest compaction generation among the segments (0: never
+    /// compacted).
+    pub fn generation(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.header.generation)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Every intact record in log order.
     pub fn records(&self) -> impl Iterator<Item = RecordView<'_>> + '_ {
         self.segments.iter().flat_map(|s| {
@@ -157,14 +185,33 @@ impl ScannedLog {
 /// Scans every segment of `log_dir`. The caller must hold the data
 /// directory's lock (no other process may write the files while they are
 /// mapped). Fails with [`LogError::Corruption`] naming the segment file and
-/// byte offset of the first damage that is not a torn tail.
+/// byte offset of the first damage that is not a torn tail, and with
+/// [`LogError::CompactionPending`] while a compaction's swap is unfinished
+/// (opening the log finishes it).
 pub fn scan_log(log_dir: &Path, check: Check) -> Result<ScannedLog, LogError> {
+    let pending = log_dir.join(super::compact::COMPACTION_FILE);
+    if pending.exists() {
+        return Err(LogError::CompactionPending { path: pending });
+    }
     let (ids, leftovers) = list_segments(log_dir)
         .map_err(|e| LogError::io(format!("listing {}", log_dir.display()), e))?;
+    let last = ids.len().checked_sub(1);
+    scan_ids(log_dir, &ids, last, leftovers, check)
+}
+
+/// Scans the segments `ids` in order; `last` is the index of the one the
+/// writer appends to, where damage may be a torn tail.
+fn scan_ids(
+    log_dir: &Path,
+    ids: &[u64],
+    last: Option<usize>,
+    leftovers: Vec<PathBuf>,
+    check: Check,
+) -> Result<ScannedLog, LogError> {
     let mut segments = Vec::with_capacity(ids.len());
     let mut prev_ts: Option<Ts> = None;
     for (i, &id) in ids.iter().enumerate() {
-        let is_last = i + 1 == ids.len();
+        let is_last = Some(i) == last;
         let path = segment_path(log_dir, id);
         let seg = scan_segment(&path, id, is_last, prev_ts, check)?;
         if let Some(f) = seg.frames.last() {
@@ -350,4 +397,115 @@ fn later_frame_vouching_for(bytes: &[u8], bad_at: u64, nonzero_end: u64) -> Opti
         pos += 1;
     }
     None
+}
+
+/// What [`walk_sealed`] found in a segment.
+#[derive(Clone, Copy, Debug)]
+pub struct WalkedSegment {
+    pub header: SegmentHeader,
+    /// Offset just past the last frame.
+    pub data_end: u64,
+    /// The file's length.
+    pub file_len: u64,
+    /// Timestamp of the last frame, if any.
+    pub last_ts: Option<Ts>,
+}
+
+/// Walks the frames of one sealed segment in order, checking each frame
+/// (both checksums, its watermark, timestamp order after `prev_ts`) just
+/// before handing it to `visit`, so that a reader pacing itself also paces
+/// its reads of the file; then checks that only zeros follow the last
+/// frame. Any damage is corruption (the segment is sealed). The caller
+/// passes an id below the writer's active segment (or holds the log
+/// closed), so the mapped file is never written.
+pub fn walk_sealed(
+    log_dir: &Path,
+    id: u64,
+    prev_ts: Option<Ts>,
+    visit: &mut dyn FnMut(RecordView<'_>) -> Result<(), LogError>,
+) -> Result<WalkedSegment, LogError> {
+    let path = segment_path(log_dir, id);
+    let corrupt = |offset: u64, reason: String| LogError::Corruption {
+        segment: path.clone(),
+        offset,
+        reason,
+    };
+    let file =
+        File::open(&path).map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| LogError::io(format!("reading metadata of {}", path.display()), e))?
+        .len();
+    if file_len == 0 {
+        return Err(corrupt(0, "the sealed segment is empty".into()));
+    }
+    let map = sys::map_readonly(&file)
+        .map_err(|e| LogError::io(format!("mapping {}", path.display()), e))?;
+    let bytes: &[u8] = &map;
+    let header = SegmentHeader::decode(bytes).map_err(|r| corrupt(0, r))?;
+    if header.segment_id != id {
+        return Err(corrupt(
+            16,
+            format!(
+                "segment header names segment {} but the file is segment {id}",
+                header.segment_id
+            ),
+        ));
+    }
+    let mut at = SEGMENT_HEADER_LEN as u64;
+    let mut last_ts = prev_ts;
+    let mut last_here = None;
+    loop {
+        let rest = &bytes[at as usize..];
+        let head = &rest[..rest.len().min(FRAME_HEADER_LEN)];
+        if head.iter().all(|&b| b == 0) {
+            // The end of the data: only zeros may follow.
+            if let Some(p) = rest.iter().position(|&b| b != 0) {
+                return Err(corrupt(
+                    at + p as u64,
+                    "non-zero bytes after the last frame of a sealed segment".into(),
+                ));
+            }
+            break;
+        }
+        let h = match read_frame(bytes, at, Check::Checksums) {
+            Ok(h) => h,
+            Err(FrameProblem::Damaged(r) | FrameProblem::Undecodable(r)) => {
+                return Err(corrupt(at, format!("{r} in a sealed segment")))
+            }
+        };
+        if h.synced_watermark > at {
+            return Err(corrupt(
+                at,
+                format!(
+                    "frame claims {} bytes synced before its own offset",
+                    h.synced_watermark
+                ),
+            ));
+        }
+        if let Some(p) = last_ts {
+            if h.ts <= p {
+                return Err(corrupt(
+                    at,
+                    format!("timestamp {} does not follow {}", h.ts, p),
+                ));
+            }
+        }
+        last_ts = Some(h.ts);
+        last_here = Some(h.ts);
+        let start = at as usize + FRAME_HEADER_LEN;
+        visit(RecordView {
+            segment_id: id,
+            offset: at,
+            header: h,
+            stored: &bytes[start..start + h.body_len as usize],
+        })?;
+        at += (FRAME_HEADER_LEN + h.body_len as usize) as u64;
+    }
+    Ok(WalkedSegment {
+        header,
+        data_end: at,
+        file_len,
+        last_ts: last_here,
+    })
 }

@@ -74,13 +74,7 @@ pub fn prepare_segment(log_dir: &Path, id: u64, capacity: u64) -> io::Result<Pat
         .create(true)
         .truncate(true)
         .open(&tmp)?;
-    f.write_all(
-        &SegmentHeader {
-            segment_id: id,
-            capacity,
-        }
-        .encode(),
-    )?;
+    f.write_all(&SegmentHeader::new(id, capacity).encode())?;
     static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
     let mut left = capacity - SEGMENT_HEADER_LEN as u64;
     while left > 0 {
@@ -121,10 +115,7 @@ mod tests {
         assert_eq!(bytes.len(), 4096);
         assert_eq!(
             SegmentHeader::decode(&bytes).unwrap(),
-            SegmentHeader {
-                segment_id: 10,
-                capacity: 4096
-            }
+            SegmentHeader::new(10, 4096)
         );
         assert!(bytes[SEGMENT_HEADER_LEN..].iter().all(|&b| b == 0));
     }

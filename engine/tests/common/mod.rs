@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod versions;
+
 use engine::id::{DocumentId, InternalId, TableNumber};
 use engine::log::{CommitRecord, DocumentWrite};
 use engine::value::{Object, Value};

@@ -1,0 +1,662 @@
+//! compactbench: log compaction, in one run:
+//!
+//! 1. `prefill`: a data directory whose log holds `--log-mib` MiB of
+//!    versions, `--versions` per document (so all but one in
+//!    `--versions` are superseded), written in transactions of 100
+//!    documents, and a checkpoint at its end.
+//!
+//! Then `--rounds` rounds, each on fresh copies of that directory:
+//!
+//! 2. `offline`: a copy of it compacted by `compact_offline` (what
+//!    `logtool compact --keep-history 0` runs): log bytes compacted per
+//!    second (each of the two passes reads them once), and the space
+//!    before and after.
+//! 3. `commits`: the original directory opened as a database, and
+//!    `--writers` threads committing at a fixed total rate (`--rate`
+//!    commits/s, each a replace of one random document; latency from each
+//!    commit's scheduled start to its acknowledgement, so a stall is not
+//!    hidden by the schedule slipping). First `--window-secs` without
+//!    compaction, then with online compaction running (the background
+//!    thread `convexd` starts, at `--compaction-rate` MiB/s), counting only
+//!    the commits that ended while it ran, then `--window-secs` without
+//!    again. The ratio of the p99 with compaction to the p99 of the two
+//!    windows without it is the figure the issue bounds (at most 1.2).
+//!
+//! Medians over the rounds close the report.
+//!
+//! Every loop is bounded both by count and by time.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use benches::{latency_histogram, median, record_latency, summarize, LatencySummary, Machine};
+use clap::Parser;
+use engine::db::compact::{compact_offline, Horizon, OfflineOptions, OnlineCompaction, Space};
+use engine::db::{Database, DbError, DbOptions};
+use engine::dir::DataDir;
+use engine::id::DocumentId;
+use engine::log::LogOptions;
+use engine::value::{Object, Value};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "compactbench",
+    about = "Log compaction: offline throughput, and commit latency beside online compaction"
+)]
+struct Args {
+    /// Directory for the data directories (removed at the end).
+    #[arg(long, default_value = "compactbench-data")]
+    dir: PathBuf,
+    /// Log to prefill, in MiB (as stored: compressed where that helps).
+    #[arg(long, default_value_t = 256)]
+    log_mib: u64,
+    /// Size of a log segment, in MiB (the log's default).
+    #[arg(long, default_value_t = 64)]
+    segment_mib: u64,
+    /// Versions of each document (all but the last superseded).
+    #[arg(long, default_value_t = 10)]
+    versions: u32,
+    /// Bytes of each document's padding.
+    #[arg(long, default_value_t = 1000)]
+    doc_bytes: usize,
+    /// Committing threads in the latency phases.
+    #[arg(long, default_value_t = 8)]
+    writers: u16,
+    /// Commits per second, all writers together.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Length of each window without compaction, in seconds.
+    #[arg(long, default_value_t = 15)]
+    window_secs: u64,
+    /// Online compaction's read rate, in MiB/s (convexd's default).
+    #[arg(long, default_value_t = 16)]
+    compaction_rate: u64,
+    /// The online compaction window ends after this many seconds at most.
+    #[arg(long, default_value_t = 600)]
+    compaction_secs_max: u64,
+    /// Rounds, each on fresh copies of the prefilled directory: an offline
+    /// compaction, then the three commit windows.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    log_mib: u64,
+    segment_mib: u64,
+    versions: u32,
+    doc_bytes: usize,
+    documents: usize,
+    prefill_seconds: f64,
+    rounds: Vec<Round>,
+    /// Medians over the rounds.
+    median: Medians,
+}
+
+#[derive(Debug, Serialize)]
+struct Round {
+    offline: Offline,
+    online: Online,
+    commits: Commits,
+}
+
+#[derive(Debug, Serialize)]
+struct Medians {
+    offline_log_mib_per_sec: f64,
+    online_log_mib_per_sec: f64,
+    p50_before_us: f64,
+    p99_before_us: f64,
+    p50_with_us: f64,
+    p99_with_us: f64,
+    p50_after_us: f64,
+    p99_after_us: f64,
+    /// The median of the rounds' p99 ratios.
+    p99_ratio: f64,
+    p50_ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Offline {
+    /// Bytes of the records compacted (each pass reads them once).
+    log_bytes: u64,
+    /// The log rewrite (both passes and the swap).
+    seconds: f64,
+    log_mib_per_sec: f64,
+    /// The whole command: opening, the checkpoint, the rewrite.
+    total_seconds: f64,
+    versions_before: u64,
+    versions_after: u64,
+    space_before: Space,
+    space_after: Space,
+}
+
+#[derive(Debug, Serialize)]
+struct Online {
+    read_mib_per_sec_limit: u64,
+    log_bytes: u64,
+    seconds: f64,
+    log_mib_per_sec: f64,
+    versions_before: u64,
+    versions_after: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Commits {
+    writers: u16,
+    rate: u32,
+    before: LatencySummary,
+    with_compaction: LatencySummary,
+    after: LatencySummary,
+    /// p99 with compaction / p99 of both windows without it.
+    p99_ratio: f64,
+    p50_ratio: f64,
+    /// Commits behind schedule by more than a second at the end of a
+    /// window (the rate was more than the database could take).
+    fell_behind: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(report) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("report serializes")
+                );
+            } else {
+                print(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("compactbench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn db_err(e: DbError) -> String {
+    e.to_string()
+}
+
+fn doc(rng: &mut StdRng, n: usize, v: u32, pad: usize) -> Object {
+    let text: String = (0..pad)
+        .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
+        .collect();
+    Object::from([
+        ("n".to_string(), Value::Int64(n as i64)),
+        ("v".to_string(), Value::Int64(i64::from(v))),
+        ("text".to_string(), Value::String(text)),
+    ])
+}
+
+fn run(args: &Args) -> Result<Report, String> {
+    if args.versions < 2 || args.writers == 0 || args.rate == 0 || args.rounds == 0 {
+        return Err(
+            "--versions must be at least 2, --writers, --rate and --rounds more than 0".into(),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("creating {}: {e}", args.dir.display()))?;
+    let result = measure(args);
+    let _ = std::fs::remove_dir_all(&args.dir);
+    result
+}
+
+fn measure(args: &Args) -> Result<Report, String> {
+    let machine = Machine::detect(&args.dir);
+    let original = args.dir.join("original");
+    let copy = args.dir.join("copy");
+
+    // 1. Prefill.
+    let started = Instant::now();
+    let per_version = log_bytes_per_version(args)?;
+    let documents = ((args.log_mib << 20) as f64 / (f64::from(args.versions) * per_version))
+        .max(100.0) as usize;
+    let ids = prefill(&original, documents, args)?;
+    let prefill_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "prefilled {documents} documents x {} versions in {prefill_seconds:.1} s",
+        args.versions
+    );
+
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        let r = measure_round(args, &original, &copy, &ids)?;
+        eprintln!(
+            "round {round}: offline {:.1} MiB/s; online {:.1} MiB/s; commit p99 before {:.0} us, \
+             with {:.0} us, after {:.0} us: ratio {:.3}",
+            r.offline.log_mib_per_sec,
+            r.online.log_mib_per_sec,
+            r.commits.before.p99_us,
+            r.commits.with_compaction.p99_us,
+            r.commits.after.p99_us,
+            r.commits.p99_ratio
+        );
+        rounds.push(r);
+    }
+    let med = |f: &dyn Fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let median = Medians {
+        offline_log_mib_per_sec: med(&|r| r.offline.log_mib_per_sec),
+        online_log_mib_per_sec: med(&|r| r.online.log_mib_per_sec),
+        p50_before_us: med(&|r| r.commits.before.p50_us),
+        p99_before_us: med(&|r| r.commits.before.p99_us),
+        p50_with_us: med(&|r| r.commits.with_compaction.p50_us),
+        p99_with_us: med(&|r| r.commits.with_compaction.p99_us),
+        p50_after_us: med(&|r| r.commits.after.p50_us),
+        p99_after_us: med(&|r| r.commits.after.p99_us),
+        p99_ratio: med(&|r| r.commits.p99_ratio),
+        p50_ratio: med(&|r| r.commits.p50_ratio),
+    };
+    Ok(Report {
+        machine,
+        log_mib: args.log_mib,
+        segment_mib: args.segment_mib,
+        versions: args.versions,
+        doc_bytes: args.doc_bytes,
+        documents,
+        prefill_seconds,
+        rounds,
+        median,
+    })
+}
+
+/// One round: an offline compaction of a copy, then the commit windows
+/// on another copy.
+fn measure_round(
+    args: &Args,
+    original: &Path,
+    copy: &Path,
+    ids: &[DocumentId],
+) -> Result<Round, String> {
+    // Offline, on a copy.
+    copy_tree(original, copy)?;
+    let offline = {
+        let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let r = compact_offline(
+            &dir,
+            &OfflineOptions {
+                horizon: Horizon::KeepHistory(Duration::ZERO),
+                dry_run: false,
+                segment_bytes: args.segment_mib << 20,
+            },
+            &mut |_| {},
+        )
+        .map_err(db_err)?;
+        let total_seconds = started.elapsed().as_secs_f64();
+        let log = r
+            .log
+            .ok_or_else(|| format!("offline compaction did nothing: {:?}", r.skipped))?;
+        Offline {
+            log_bytes: log.frame_bytes_read,
+            seconds: log.duration.as_secs_f64(),
+            log_mib_per_sec: log.log_bytes_per_sec() / f64::from(1 << 20),
+            total_seconds,
+            versions_before: log.writes_before,
+            versions_after: log.writes_after,
+            space_before: r.space_before,
+            space_after: r.space_after,
+        }
+    };
+    std::fs::remove_dir_all(copy).map_err(|e| format!("removing {}: {e}", copy.display()))?;
+
+    // Commit latency without, with and again without online compaction,
+    // on a fresh copy.
+    copy_tree(original, copy)?;
+    let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
+    let db = Arc::new(Database::open(&dir, options(args, DbOptions::default())).map_err(db_err)?);
+    let window = Duration::from_secs(args.window_secs);
+    let load = Load::start(Arc::clone(&db), ids.to_vec(), args);
+    load.run_for(Duration::from_secs(2)); // warm-up
+    load.take();
+    load.run_for(window);
+    let (before, behind_before) = load.take();
+    db.start_compaction(OnlineCompaction {
+        keep_history: Duration::ZERO,
+        read_bytes_per_sec: args.compaction_rate << 20,
+        // One run: the next check comes long after the round ends.
+        check_every: Duration::from_secs(24 * 3600),
+        min_fresh_bytes: 0,
+    })
+    .map_err(db_err)?;
+    // The window is exactly the run.
+    let deadline = Instant::now() + Duration::from_secs(args.compaction_secs_max);
+    while !db.compaction_stats().running && db.compaction_stats().runs == 0 {
+        if Instant::now() > deadline {
+            return Err("online compaction never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    load.take();
+    while db.compaction_stats().runs == 0 {
+        if Instant::now() > deadline {
+            return Err("online compaction did not finish in --compaction-secs-max".into());
+        }
+        if let Some(e) = db.compaction_stats().last_error {
+            return Err(format!("online compaction failed: {e}"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (with, behind_with) = load.take();
+    let stats = db.compaction_stats();
+    let last = stats.last.ok_or("no compaction report")?;
+    load.run_for(window);
+    let (after, behind_after) = load.take();
+    load.stop();
+    drop(db);
+    drop(dir);
+    std::fs::remove_dir_all(copy).map_err(|e| format!("removing {}: {e}", copy.display()))?;
+
+    let mut without = latency_histogram();
+    without.add(&before).map_err(|e| e.to_string())?;
+    without.add(&after).map_err(|e| e.to_string())?;
+    let (b, w, a, pooled) = (
+        summarize(&before),
+        summarize(&with),
+        summarize(&after),
+        summarize(&without),
+    );
+    Ok(Round {
+        offline,
+        online: Online {
+            read_mib_per_sec_limit: args.compaction_rate,
+            log_bytes: last.frame_bytes_read,
+            seconds: last.duration.as_secs_f64(),
+            log_mib_per_sec: last.log_bytes_per_sec() / f64::from(1 << 20),
+            versions_before: last.writes_before,
+            versions_after: last.writes_after,
+        },
+        commits: Commits {
+            writers: args.writers,
+            rate: args.rate,
+            before: b,
+            with_compaction: w,
+            after: a,
+            p99_ratio: w.p99_us / pooled.p99_us.max(1e-9),
+            p50_ratio: w.p50_us / pooled.p50_us.max(1e-9),
+            fell_behind: behind_before || behind_with || behind_after,
+        },
+    })
+}
+
+/// Writes `documents` documents with `--versions` versions each, 100 per
+/// transaction, then a checkpoint. Returns their ids.
+fn prefill(path: &Path, documents: usize, args: &Args) -> Result<Vec<DocumentId>, String> {
+    let dir = DataDir::open(path).map_err(|e| e.to_string())?;
+    let db = Database::open(
+        &dir,
+        options(
+            args,
+            DbOptions {
+                retention: Duration::ZERO,
+                checkpoint_every_bytes: Some(64 << 20),
+                ..DbOptions::default()
+            },
+        ),
+    )
+    .map_err(db_err)?;
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut ids = Vec::with_capacity(documents);
+    let chunks: Vec<std::ops::Range<usize>> = (0..documents)
+        .step_by(100)
+        .map(|s| s..(s + 100).min(documents))
+        .collect();
+    for c in &chunks {
+        let mut tx = db.begin();
+        for n in c.clone() {
+            ids.push(
+                tx.insert("docs", doc(&mut rng, n, 0, args.doc_bytes))
+                    .map_err(db_err)?,
+            );
+        }
+        db.commit(tx).map_err(db_err)?;
+    }
+    for v in 1..args.versions {
+        for c in &chunks {
+            let mut tx = db.begin();
+            for n in c.clone() {
+                tx.replace(ids[n], doc(&mut rng, n, v, args.doc_bytes))
+                    .map_err(db_err)?;
+            }
+            db.commit(tx).map_err(db_err)?;
+        }
+    }
+    db.checkpoint().map_err(db_err)?;
+    Ok(ids)
+}
+
+/// Log bytes one version takes, compression included: a transaction of
+/// 100 sample documents framed as the log frames it, divided by 100.
+fn log_bytes_per_version(args: &Args) -> Result<f64, String> {
+    let mut rng = StdRng::seed_from_u64(9);
+    let docs: Vec<(DocumentId, Object)> = (0..100)
+        .map(|n| {
+            (
+                benches::random_document_id(&mut rng),
+                doc(&mut rng, n, 1, args.doc_bytes),
+            )
+        })
+        .collect();
+    let record = engine::log::PreparedRecord::new(docs.iter().map(|(id, d)| (*id, Some(d))))
+        .map_err(|e| e.to_string())?;
+    Ok(record.encoded_len() as f64 / 100.0)
+}
+
+/// `base` with the segment size asked for.
+fn options(args: &Args, base: DbOptions) -> DbOptions {
+    DbOptions {
+        log: LogOptions {
+            segment_bytes: args.segment_mib << 20,
+            ..base.log.clone()
+        },
+        ..base
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
+    for e in std::fs::read_dir(from).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        if e.file_name() == "LOCK" {
+            continue;
+        }
+        let target = to.join(e.file_name());
+        if e.file_type().map_err(|e| e.to_string())?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), &target).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writers committing at a fixed rate, each on its own schedule; the
+/// latencies since the last [`Load::take`] go into one histogram.
+struct Load {
+    shared: Arc<LoadShared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<Result<(), String>>>>,
+}
+
+struct LoadShared {
+    stop: AtomicBool,
+    latencies: Mutex<Histogram<u64>>,
+    /// Set when a writer was more than a second behind its schedule.
+    behind: AtomicBool,
+}
+
+/// Commits each writer makes at most (the bound on its loop besides time).
+const WRITER_COMMITS_MAX: u64 = 10_000_000;
+
+impl Load {
+    fn start(db: Arc<Database>, ids: Vec<DocumentId>, args: &Args) -> Load {
+        let shared = Arc::new(LoadShared {
+            stop: AtomicBool::new(false),
+            latencies: Mutex::new(latency_histogram()),
+            behind: AtomicBool::new(false),
+        });
+        let ids = Arc::new(ids);
+        let interval = Duration::from_secs_f64(f64::from(args.writers) / f64::from(args.rate));
+        let threads = (0..args.writers)
+            .map(|w| {
+                let (db, ids, shared) = (Arc::clone(&db), Arc::clone(&ids), Arc::clone(&shared));
+                let pad = args.doc_bytes;
+                std::thread::spawn(move || -> Result<(), String> {
+                    let mut rng = StdRng::seed_from_u64(100 + u64::from(w));
+                    // Writers start spread over one interval.
+                    let mut next = Instant::now() + interval.mul_f64(f64::from(w) / 16.0);
+                    let mut local = latency_histogram();
+                    for i in 0..WRITER_COMMITS_MAX {
+                        if shared.stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        } else if now - next > Duration::from_secs(1) {
+                            shared.behind.store(true, Ordering::Release);
+                        }
+                        let n = rng.gen_range(0..ids.len());
+                        loop {
+                            let mut tx = db.begin();
+                            tx.replace(ids[n], doc(&mut rng, n, 1000 + i as u32, pad))
+                                .map_err(db_err)?;
+                            match db.commit(tx) {
+                                Ok(_) => break,
+                                Err(DbError::Conflict { .. }) => continue,
+                                Err(e) => return Err(e.to_string()),
+                            }
+                        }
+                        record_latency(&mut local, next.elapsed());
+                        next += interval;
+                        if i % 64 == 63 {
+                            let mut h = shared.latencies.lock().unwrap_or_else(|p| p.into_inner());
+                            let _ = h.add(&local);
+                            local.reset();
+                        }
+                    }
+                    let mut h = shared.latencies.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = h.add(&local);
+                    Ok(())
+                })
+            })
+            .collect();
+        Load {
+            shared,
+            threads: Mutex::new(threads),
+        }
+    }
+
+    fn run_for(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    /// The latencies since the last call (and whether a writer fell behind).
+    fn take(&self) -> (Histogram<u64>, bool) {
+        let mut h = self
+            .shared
+            .latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let out = h.clone();
+        h.reset();
+        (out, self.shared.behind.swap(false, Ordering::AcqRel))
+    }
+
+    fn stop(self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for t in self.threads.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("compactbench: a writer failed: {e}"),
+                Err(_) => eprintln!("compactbench: a writer panicked"),
+            }
+        }
+    }
+}
+
+fn print(r: &Report) {
+    let m = &r.machine;
+    println!(
+        "machine: {} x {}, kernel {}, {}",
+        m.nproc, m.cpu_model, m.kernel, m.filesystem
+    );
+    println!(
+        "prefill: {} documents x {} versions of {} bytes ({} MiB of log, {} MiB segments) in {:.1} s",
+        r.documents, r.versions, r.doc_bytes, r.log_mib, r.segment_mib, r.prefill_seconds
+    );
+    for (i, round) in r.rounds.iter().enumerate() {
+        let o = &round.offline;
+        println!("round {i}:");
+        println!(
+            "  offline compaction: {:.1} MiB of log in {:.2} s = {:.1} MiB/s (whole command \
+             {:.2} s); versions {} -> {}; data directory {:.1} -> {:.1} MiB",
+            o.log_bytes as f64 / f64::from(1 << 20),
+            o.seconds,
+            o.log_mib_per_sec,
+            o.total_seconds,
+            o.versions_before,
+            o.versions_after,
+            o.space_before.total_bytes as f64 / f64::from(1 << 20),
+            o.space_after.total_bytes as f64 / f64::from(1 << 20)
+        );
+        let on = &round.online;
+        println!(
+            "  online compaction (limit {} MiB/s read): {:.1} MiB of log in {:.1} s = {:.1} \
+             MiB/s; versions {} -> {}",
+            on.read_mib_per_sec_limit,
+            on.log_bytes as f64 / f64::from(1 << 20),
+            on.seconds,
+            on.log_mib_per_sec,
+            on.versions_before,
+            on.versions_after
+        );
+        let c = &round.commits;
+        let line = |name: &str, s: &LatencySummary| {
+            println!(
+                "    {name:<16} {:>8} commits  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us",
+                s.count, s.p50_us, s.p99_us, s.p999_us
+            )
+        };
+        println!("  commits ({} writers, {} commits/s):", c.writers, c.rate);
+        line("before", &c.before);
+        line("with compaction", &c.with_compaction);
+        line("after", &c.after);
+        println!(
+            "    p99 with / without: {:.3}  (p50: {:.3}){}",
+            c.p99_ratio,
+            c.p50_ratio,
+            if c.fell_behind {
+                "  WARNING: writers fell behind the rate"
+            } else {
+                ""
+            }
+        );
+    }
+    let md = &r.median;
+    println!(
+        "medians of {} rounds: offline {:.1} MiB/s, online {:.1} MiB/s; commit p99 before {:.1} \
+         us, with {:.1} us, after {:.1} us; p99 ratio {:.3}, p50 ratio {:.3}",
+        r.rounds.len(),
+        md.offline_log_mib_per_sec,
+        md.online_log_mib_per_sec,
+        md.p99_before_us,
+        md.p99_with_us,
+        md.p99_after_us,
+        md.p99_ratio,
+        md.p50_ratio
+    );
+}
