@@ -4,6 +4,7 @@
 //! only with its machine).
 
 pub mod alloc;
+pub mod compact;
 pub mod convexd;
 pub mod db;
 pub mod pg;

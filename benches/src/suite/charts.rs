@@ -398,6 +398,13 @@ pub fn draw_all(results: &Results, dir: &Path) -> Result<Vec<Chart>, String> {
                     true,
                 )?;
             }
+            "compaction" => line(
+                "compaction.png",
+                "Offline log compaction: rewrite time against log size",
+                "seconds",
+                curves(w, "rewrite_seconds", "", false),
+                true,
+            )?,
             "subscription-check" => {
                 let mut s = curves(w, "check_ns_per_key_p50", " p50", false);
                 s.extend(curves(w, "check_ns_per_key_p99", " p99", true));
