@@ -215,10 +215,17 @@ fn report_cmd(
         Some(f) => f,
         None => report::newest(results_dir)?,
     };
+    let file = file.canonicalize().unwrap_or(file);
+    let benchmarks = &benchmarks
+        .canonicalize()
+        .unwrap_or_else(|_| benchmarks.to_path_buf());
     let r = results::load(&file)?;
     let charts_dir = out_dir.join("charts");
     let drawn = charts::draw_all(&r, &charts_dir)?;
     let copy = out_dir.join("results.json");
+    let out_dir = &out_dir
+        .canonicalize()
+        .unwrap_or_else(|_| out_dir.to_path_buf());
     if file.canonicalize().ok() != copy.canonicalize().ok() {
         results::save(&copy, &r)?;
     }

@@ -450,8 +450,12 @@ pub fn run(opts: &RunOptions) -> Result<(Results, PathBuf, PathBuf), String> {
     };
     drop(temp);
     let stamp = env::file_stamp(started_at);
-    let json = opts.results_dir.join(format!("{stamp}.json"));
-    let md = opts.results_dir.join(format!("{stamp}.md"));
+    let dir = opts
+        .results_dir
+        .canonicalize()
+        .unwrap_or_else(|_| opts.results_dir.clone());
+    let json = dir.join(format!("{stamp}.json"));
+    let md = dir.join(format!("{stamp}.md"));
     results::save(&json, &results)?;
     let text = report::markdown(&results, None, &json.display().to_string());
     std::fs::write(&md, text).map_err(|e| format!("cannot write {}: {e}", md.display()))?;
