@@ -5,6 +5,9 @@
 
 use super::results::{Better, Figure, Results};
 
+/// Figures only in one of the files that are named one by one.
+const LISTED_MAX: usize = 8;
+
 /// How a figure moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -202,11 +205,16 @@ pub fn render(c: &Comparison, all: bool) -> String {
             String::new()
         }
     );
-    if !c.added.is_empty() {
-        s += &format!("Only in the new file: {}\n", c.added.join(", "));
-    }
-    if !c.removed.is_empty() {
-        s += &format!("Only in the old file: {}\n", c.removed.join(", "));
+    for (which, ids) in [("new", &c.added), ("old", &c.removed)] {
+        if !ids.is_empty() {
+            let shown: Vec<&str> = ids.iter().take(LISTED_MAX).map(String::as_str).collect();
+            s += &format!(
+                "{} figures only in the {which} file (other sizes or workloads): {}{}\n",
+                ids.len(),
+                shown.join(", "),
+                if ids.len() > LISTED_MAX { ", …" } else { "" }
+            );
+        }
     }
     s
 }
