@@ -3,6 +3,15 @@
 //! description of the machine a result was measured on (a figure is quoted
 //! only with its machine).
 
+pub mod alloc;
+pub mod compact;
+pub mod convexd;
+pub mod db;
+pub mod pg;
+pub mod procfs;
+pub mod subs;
+pub mod suite;
+
 use std::path::Path;
 use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant, SystemTime};

@@ -5,6 +5,7 @@
 //! times). Actions run outside any transaction; their `runQuery`,
 //! `runMutation` and `runAction` are calls of their own.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -163,6 +164,27 @@ pub struct Executor {
     runtime: Arc<Runtime>,
     current: RwLock<Arc<Deployment>>,
     cloud_url: String,
+    mutations: MutationCounters,
+}
+
+/// What happened to mutation attempts since the executor started.
+#[derive(Debug, Default)]
+struct MutationCounters {
+    committed: AtomicU64,
+    conflicts: AtomicU64,
+    conflict_failures: AtomicU64,
+}
+
+/// Mutation figures since the executor started, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MutationCounts {
+    /// Mutations that committed (a deduplicated replay is not counted).
+    pub committed: u64,
+    /// Attempts that met an optimistic-concurrency conflict at commit and
+    /// were run again (or, after [`MUTATION_ATTEMPTS`], given up).
+    pub conflicts: u64,
+    /// Mutations that failed because every attempt conflicted.
+    pub conflict_failures: u64,
 }
 
 impl std::fmt::Debug for Executor {
@@ -214,7 +236,18 @@ impl Executor {
             runtime,
             current: RwLock::new(Arc::new(deployment)),
             cloud_url: config.cloud_url,
+            mutations: MutationCounters::default(),
         })
+    }
+
+    /// Mutation commits and conflicts since this executor started.
+    pub fn mutation_counts(&self) -> MutationCounts {
+        let m = &self.mutations;
+        MutationCounts {
+            committed: m.committed.load(Ordering::Relaxed),
+            conflicts: m.conflicts.load(Ordering::Relaxed),
+            conflict_failures: m.conflict_failures.load(Ordering::Relaxed),
+        }
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -601,8 +634,12 @@ impl Executor {
                         }
                     }
                     match self.db.commit(tx) {
-                        Ok(ts) => return outcome(Ok(value), ran.log_lines, Some(ts)),
+                        Ok(ts) => {
+                            self.mutations.committed.fetch_add(1, Ordering::Relaxed);
+                            return outcome(Ok(value), ran.log_lines, Some(ts));
+                        }
                         Err(DbError::Conflict { table, id, .. }) => {
+                            self.mutations.conflicts.fetch_add(1, Ordering::Relaxed);
                             last_conflict = Some((table, id));
                             // Jittered exponential backoff.
                             let jitter = rand::thread_rng().next_u64() % (backoff.as_micros() as u64 + 1);
@@ -612,6 +649,7 @@ impl Executor {
                         Err(e) => return fail(e.to_string()),
                     }
                 }
+                self.mutations.conflict_failures.fetch_add(1, Ordering::Relaxed);
                 let (table, id) = last_conflict.unwrap_or_default();
                 fail(format!(
                     "Documents read from or written to the \"{table}\" table changed while this mutation was being run and on every subsequent retry. Another call to this mutation changed the document with ID \"{id}\". See https://docs.convex.dev/error#1"

@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use engine::db::compact::CompactionStats;
 use engine::db::DbStats;
 use engine::log::LogCounts;
+use runtime::execute::MutationCounts;
 
 use crate::{ApiError, AppState};
 
@@ -26,12 +27,18 @@ pub async fn metrics(
         &state.db.stats(),
         &state.db.log().counts(),
         &state.db.compaction_stats(),
+        &state.executor.mutation_counts(),
     );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
 /// The figures as Prometheus text.
-pub fn render(db: &DbStats, log: &LogCounts, c: &CompactionStats) -> String {
+pub fn render(
+    db: &DbStats,
+    log: &LogCounts,
+    c: &CompactionStats,
+    mutations: &MutationCounts,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -134,6 +141,24 @@ pub fn render(db: &DbStats, log: &LogCounts, c: &CompactionStats) -> String {
         "Segment file bytes freed by compactions since start.",
         c.bytes_freed,
     );
+    metric(
+        "convex_mutations_committed_total",
+        "counter",
+        "Mutations committed since start (a deduplicated replay is not counted).",
+        mutations.committed,
+    );
+    metric(
+        "convex_mutation_conflicts_total",
+        "counter",
+        "Mutation attempts that met an optimistic-concurrency conflict at commit and ran again (or gave up).",
+        mutations.conflicts,
+    );
+    metric(
+        "convex_mutation_conflict_failures_total",
+        "counter",
+        "Mutations that failed because every attempt conflicted.",
+        mutations.conflict_failures,
+    );
     out
 }
 
@@ -162,7 +187,12 @@ mod tests {
             checkpoint_ts: Some(Ts(90)),
             ..DbStats::default()
         };
-        let text = render(&db, &LogCounts::default(), &c);
+        let mutations = MutationCounts {
+            committed: 12,
+            conflicts: 5,
+            conflict_failures: 1,
+        };
+        let text = render(&db, &LogCounts::default(), &c, &mutations);
         for line in [
             "convex_db_published_ts 99",
             "convex_db_checkpoint_ts 90",
@@ -176,6 +206,9 @@ mod tests {
             "convex_compaction_runs_total 2",
             "convex_compaction_read_bytes_total 5000",
             "convex_compaction_freed_bytes_total 4000",
+            "convex_mutations_committed_total 12",
+            "convex_mutation_conflicts_total 5",
+            "convex_mutation_conflict_failures_total 1",
         ] {
             assert_eq!(
                 text.lines().filter(|l| *l == line).count(),

@@ -73,6 +73,23 @@ fn store_sells_exactly_its_stock_to_concurrent_buyers() {
     assert_eq!(r["outOfStock"], 40);
     assert_eq!(r["stock"], 0);
     driver(&server, "store.mjs", &["determinism"]);
+
+    // The purchases show in the metrics: at least the 10 sales committed,
+    // none gave up on conflicts.
+    let (status, body) = http_get(&server, "/metrics", Some(&server.admin_key()));
+    assert!(status.contains(" 200 "), "{status} {body}");
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+    };
+    assert!(value("convex_mutations_committed_total") >= 10, "{body}");
+    value("convex_mutation_conflicts_total");
+    assert_eq!(
+        value("convex_mutation_conflict_failures_total"),
+        0,
+        "{body}"
+    );
 }
 
 fn use_version(app: &Path, version: &str) {

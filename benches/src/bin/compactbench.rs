@@ -32,14 +32,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use benches::compact::{
+    compact_copy, copy_tree, doc, log_bytes_per_version, options, prefill, Offline, Shape,
+};
 use benches::{latency_histogram, median, record_latency, summarize, LatencySummary, Machine};
 use clap::Parser;
-use engine::db::compact::{compact_offline, Horizon, OfflineOptions, OnlineCompaction, Space};
+use engine::db::compact::OnlineCompaction;
 use engine::db::{Database, DbError, DbOptions};
 use engine::dir::DataDir;
 use engine::id::DocumentId;
-use engine::log::LogOptions;
-use engine::value::{Object, Value};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -95,6 +96,17 @@ struct Args {
     trace: Option<PathBuf>,
 }
 
+impl Args {
+    fn shape(&self) -> Shape {
+        Shape {
+            log_mib: self.log_mib,
+            segment_mib: self.segment_mib,
+            versions: self.versions,
+            doc_bytes: self.doc_bytes,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     machine: Machine,
@@ -129,21 +141,6 @@ struct Medians {
     /// The median of the rounds' p99 ratios.
     p99_ratio: f64,
     p50_ratio: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct Offline {
-    /// Bytes of the records compacted (each pass reads them once).
-    log_bytes: u64,
-    /// The log rewrite (both passes and the swap).
-    seconds: f64,
-    log_mib_per_sec: f64,
-    /// The whole command: opening, the checkpoint, the rewrite.
-    total_seconds: f64,
-    versions_before: u64,
-    versions_after: u64,
-    space_before: Space,
-    space_after: Space,
 }
 
 #[derive(Debug, Serialize)]
@@ -196,17 +193,6 @@ fn db_err(e: DbError) -> String {
     e.to_string()
 }
 
-fn doc(rng: &mut StdRng, n: usize, v: u32, pad: usize) -> Object {
-    let text: String = (0..pad)
-        .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
-        .collect();
-    Object::from([
-        ("n".to_string(), Value::Int64(n as i64)),
-        ("v".to_string(), Value::Int64(i64::from(v))),
-        ("text".to_string(), Value::String(text)),
-    ])
-}
-
 fn run(args: &Args) -> Result<Report, String> {
     if args.versions < 2 || args.writers == 0 || args.rate == 0 || args.rounds == 0 {
         return Err(
@@ -228,10 +214,10 @@ fn measure(args: &Args) -> Result<Report, String> {
 
     // 1. Prefill.
     let started = Instant::now();
-    let per_version = log_bytes_per_version(args)?;
+    let per_version = log_bytes_per_version(&args.shape())?;
     let documents = ((args.log_mib << 20) as f64 / (f64::from(args.versions) * per_version))
         .max(100.0) as usize;
-    let ids = prefill(&original, documents, args)?;
+    let ids = prefill(&original, documents, &args.shape())?;
     let prefill_seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "prefilled {documents} documents x {} versions in {prefill_seconds:.1} s",
@@ -288,42 +274,15 @@ fn measure_round(
     ids: &[DocumentId],
 ) -> Result<Round, String> {
     // Offline, on a copy.
-    copy_tree(original, copy)?;
-    let offline = {
-        let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let r = compact_offline(
-            &dir,
-            &OfflineOptions {
-                horizon: Horizon::KeepHistory(Duration::ZERO),
-                dry_run: false,
-                segment_bytes: args.segment_mib << 20,
-            },
-            &mut |_| {},
-        )
-        .map_err(db_err)?;
-        let total_seconds = started.elapsed().as_secs_f64();
-        let log = r
-            .log
-            .ok_or_else(|| format!("offline compaction did nothing: {:?}", r.skipped))?;
-        Offline {
-            log_bytes: log.frame_bytes_read,
-            seconds: log.duration.as_secs_f64(),
-            log_mib_per_sec: log.log_bytes_per_sec() / f64::from(1 << 20),
-            total_seconds,
-            versions_before: log.writes_before,
-            versions_after: log.writes_after,
-            space_before: r.space_before,
-            space_after: r.space_after,
-        }
-    };
-    std::fs::remove_dir_all(copy).map_err(|e| format!("removing {}: {e}", copy.display()))?;
+    let offline = compact_copy(original, copy, args.segment_mib)?;
 
     // Commit latency without, with and again without online compaction,
     // on a fresh copy.
     copy_tree(original, copy)?;
     let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
-    let db = Arc::new(Database::open(&dir, options(args, DbOptions::default())).map_err(db_err)?);
+    let db = Arc::new(
+        Database::open(&dir, options(&args.shape(), DbOptions::default())).map_err(db_err)?,
+    );
     let window = Duration::from_secs(args.window_secs);
     let load = Load::start(Arc::clone(&db), ids.to_vec(), args);
     load.run_for(Duration::from_secs(2)); // warm-up
@@ -398,97 +357,7 @@ fn measure_round(
     })
 }
 
-/// Writes `documents` documents with `--versions` versions each, 100 per
-/// transaction, then a checkpoint. Returns their ids.
-fn prefill(path: &Path, documents: usize, args: &Args) -> Result<Vec<DocumentId>, String> {
-    let dir = DataDir::open(path).map_err(|e| e.to_string())?;
-    let db = Database::open(
-        &dir,
-        options(
-            args,
-            DbOptions {
-                retention: Duration::ZERO,
-                checkpoint_every_bytes: Some(64 << 20),
-                ..DbOptions::default()
-            },
-        ),
-    )
-    .map_err(db_err)?;
-    let mut rng = StdRng::seed_from_u64(1);
-    let mut ids = Vec::with_capacity(documents);
-    let chunks: Vec<std::ops::Range<usize>> = (0..documents)
-        .step_by(100)
-        .map(|s| s..(s + 100).min(documents))
-        .collect();
-    for c in &chunks {
-        let mut tx = db.begin();
-        for n in c.clone() {
-            ids.push(
-                tx.insert("docs", doc(&mut rng, n, 0, args.doc_bytes))
-                    .map_err(db_err)?,
-            );
-        }
-        db.commit(tx).map_err(db_err)?;
-    }
-    for v in 1..args.versions {
-        for c in &chunks {
-            let mut tx = db.begin();
-            for n in c.clone() {
-                tx.replace(ids[n], doc(&mut rng, n, v, args.doc_bytes))
-                    .map_err(db_err)?;
-            }
-            db.commit(tx).map_err(db_err)?;
-        }
-    }
-    db.checkpoint().map_err(db_err)?;
-    Ok(ids)
-}
-
 /// Log bytes one version takes, compression included: a transaction of
-/// 100 sample documents framed as the log frames it, divided by 100.
-fn log_bytes_per_version(args: &Args) -> Result<f64, String> {
-    let mut rng = StdRng::seed_from_u64(9);
-    let docs: Vec<(DocumentId, Object)> = (0..100)
-        .map(|n| {
-            (
-                benches::random_document_id(&mut rng),
-                doc(&mut rng, n, 1, args.doc_bytes),
-            )
-        })
-        .collect();
-    let record = engine::log::PreparedRecord::new(docs.iter().map(|(id, d)| (*id, Some(d))))
-        .map_err(|e| e.to_string())?;
-    Ok(record.encoded_len() as f64 / 100.0)
-}
-
-/// `base` with the segment size asked for.
-fn options(args: &Args, base: DbOptions) -> DbOptions {
-    DbOptions {
-        log: LogOptions {
-            segment_bytes: args.segment_mib << 20,
-            ..base.log.clone()
-        },
-        ..base
-    }
-}
-
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
-    for e in std::fs::read_dir(from).map_err(|e| e.to_string())? {
-        let e = e.map_err(|e| e.to_string())?;
-        if e.file_name() == "LOCK" {
-            continue;
-        }
-        let target = to.join(e.file_name());
-        if e.file_type().map_err(|e| e.to_string())?.is_dir() {
-            copy_tree(&e.path(), &target)?;
-        } else {
-            std::fs::copy(e.path(), &target).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(())
-}
-
 /// Writers committing at a fixed rate, each on its own schedule; the
 /// latencies since the last [`Load::take`] go into one histogram.
 struct Load {

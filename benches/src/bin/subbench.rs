@@ -27,99 +27,27 @@
 //!
 //! Every loop is bounded both by count and by time.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::{latency_histogram, median, quantile_nanos, record_latency, Machine};
+use benches::alloc::{live_heap_bytes, rss_bytes, Counting};
+use benches::median;
+use benches::subs::{check_phase, hot_key_phase, register_phase, Keys, SubsParams};
+use benches::Machine;
 use clap::Parser;
 use engine::db::{Database, DbError, DbOptions, FieldPath, IndexId};
 use engine::dir::DataDir;
-use engine::id::{DocumentId, InternalId, TableNumber, INTERNAL_ID_LEN};
-use engine::query::range::KeyInterval;
-use engine::subs::{Invalidation, Invalidations, ManagerOptions, SubscriptionManager};
+use engine::subs::{ManagerOptions, SubscriptionManager};
 use engine::ts::Ts;
-use engine::value::key::index_key;
 use engine::value::{Object, Value};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::Serialize;
-
-/// Counts the bytes the process has allocated and not freed.
-struct Counting;
-
-static ALLOCATED: AtomicU64 = AtomicU64::new(0);
-static FREED: AtomicU64 = AtomicU64::new(0);
-
-#[expect(
-    unsafe_code,
-    reason = "a global allocator is an unsafe trait; this one only forwards to System and counts"
-)]
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees hold; the counters do not touch memory.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged (see the impl).
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged (see the impl).
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        FREED.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged (see the impl).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size as u64, Ordering::Relaxed);
-        FREED.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged (see the impl).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Bytes allocated and not yet freed, process-wide.
-fn live_heap_bytes() -> i64 {
-    ALLOCATED.load(Ordering::Relaxed) as i64 - FREED.load(Ordering::Relaxed) as i64
-}
-
-/// The resident set size from `/proc/self/status`, in bytes (0 if unknown).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Registration stops here even if not all subscriptions are in.
-const REGISTER_TIME_MAX: Duration = Duration::from_secs(600);
-/// At most this many timed commits in the check phase.
-const CHECK_COMMITS_MAX: u64 = 2_000_000;
-/// Hot-key repeats at most (fewer if their time budget runs out).
-const HOT_REPEATS_MAX: usize = 21;
-/// The hot-key phase stops starting repeats after this.
-const HOT_TIME_MAX: Duration = Duration::from_secs(60);
-/// Documents per index whose keys subscriptions watch and commits update.
-const DOCS: u64 = 2_000_000;
-/// Distinct values of every user index's first field.
-const CHANNELS: u64 = 100_000;
-/// The table of every document.
-const TABLE: u32 = 10001;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -176,6 +104,18 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{v} seconds is out of range; use 0.1 to 3600"))
+    }
+}
+
+impl Args {
+    fn params(&self) -> SubsParams {
+        SubsParams {
+            subscriptions: self.subscriptions,
+            indexes: self.indexes,
+            check_seconds: self.seconds,
+            keys_per_commit: self.keys_per_commit,
+            hot_watchers: self.hot_watchers,
+        }
     }
 }
 
@@ -257,251 +197,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Index keys of the workload's documents, made on demand from numbers so
-/// the benchmark holds no key pool of its own (its memory would blur the
-/// manager's). Index 0 is `by_id` (`[_id]`); index `i > 0` is a user index
-/// `[channel, _creationTime, _id]` whose channel of document `n` depends on
-/// `i`.
-struct Keys {
-    table: TableNumber,
-}
-
-impl Keys {
-    fn new() -> Keys {
-        Keys {
-            table: TableNumber::new(TABLE).expect("the table number is not zero"),
-        }
-    }
-
-    fn id_value(&self, doc: u64) -> Value {
-        let mut bytes = [0u8; INTERNAL_ID_LEN];
-        let mut x = doc.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5555;
-        for chunk in bytes.chunks_mut(8) {
-            x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9).rotate_left(29) ^ doc;
-            let b = x.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
-        Value::String(DocumentId::new(self.table, InternalId(bytes)).encode())
-    }
-
-    fn channel(index: u32, doc: u64) -> u64 {
-        doc.wrapping_mul(u64::from(index) * 2 + 1)
-            .wrapping_add(u64::from(index))
-            % CHANNELS
-    }
-
-    fn channel_value(channel: u64) -> Value {
-        Value::String(format!("c{channel:06}"))
-    }
-
-    fn creation_time(doc: u64) -> Value {
-        Value::Float64(1.7e12 + doc as f64)
-    }
-
-    /// The key of document `doc` in index `index`.
-    fn doc_key(&self, index: u32, doc: u64) -> Vec<u8> {
-        let id = self.id_value(doc);
-        if index == 0 {
-            index_key(&[Some(&id)])
-        } else {
-            let ch = Self::channel_value(Self::channel(index, doc));
-            index_key(&[Some(&ch), Some(&Self::creation_time(doc)), Some(&id)])
-        }
-    }
-
-    /// One interval a query might read.
-    fn interval(&self, rng: &mut StdRng, indexes: u32) -> (IndexId, KeyInterval) {
-        let index = rng.gen_range(0..indexes);
-        let doc = rng.gen_range(0..DOCS);
-        if index == 0 || rng.gen_bool(0.6) {
-            return (IndexId(index), KeyInterval::point(self.doc_key(index, doc)));
-        }
-        let ch = Self::channel_value(Self::channel(index, doc));
-        if rng.gen_bool(0.5) {
-            // `.withIndex(i, q => q.eq("channel", ch))`
-            (IndexId(index), KeyInterval::prefix(index_key(&[Some(&ch)])))
-        } else {
-            // ... `.gt("_creationTime", t1).lt("_creationTime", t2)`
-            let t1 = Self::creation_time(doc);
-            let t2 = Self::creation_time(doc + rng.gen_range(1..100_000));
-            (
-                IndexId(index),
-                KeyInterval {
-                    start: std::ops::Bound::Excluded(index_key(&[Some(&ch), Some(&t1)])),
-                    end: std::ops::Bound::Excluded(index_key(&[Some(&ch), Some(&t2)])),
-                },
-            )
-        }
-    }
-
-    fn read_set(&self, rng: &mut StdRng, indexes: u32) -> Vec<(IndexId, KeyInterval)> {
-        (0..rng.gen_range(1..=4))
-            .map(|_| self.interval(rng, indexes))
-            .collect()
-    }
-
-    /// One written key: an update of a document someone may watch, or a
-    /// fresh insert.
-    fn written(&self, rng: &mut StdRng, indexes: u32) -> (IndexId, Vec<u8>) {
-        let index = rng.gen_range(0..indexes);
-        let doc = if rng.gen_bool(0.5) {
-            rng.gen_range(0..DOCS)
-        } else {
-            rng.gen_range(DOCS..u64::MAX / 2)
-        };
-        (IndexId(index), self.doc_key(index, doc))
-    }
-}
-
-/// What registration measured.
-struct Registered {
-    subscriptions: u64,
-    intervals: u64,
-    elapsed: Duration,
-    manager_bytes: i64,
-    rss_growth_bytes: u64,
-}
-
-/// Phase 1: registers `args.subscriptions` read sets at `ts`.
-fn register_phase(
-    args: &Args,
-    keys: &Keys,
-    rng: &mut StdRng,
-    manager: &SubscriptionManager,
-    heap_before: i64,
-    rss_before: u64,
-    ts: Ts,
-) -> Registered {
-    let started = Instant::now();
-    let deadline = started + REGISTER_TIME_MAX;
-    let mut n = 0u64;
-    while n < args.subscriptions {
-        // Checking the clock every 4096 registrations is enough.
-        if n.is_multiple_of(4096) && Instant::now() >= deadline {
-            break;
-        }
-        manager.subscribe(keys.read_set(rng, args.indexes), ts);
-        n += 1;
-    }
-    let elapsed = started.elapsed();
-    Registered {
-        subscriptions: n,
-        intervals: manager.stats().intervals,
-        elapsed,
-        manager_bytes: live_heap_bytes() - heap_before,
-        rss_growth_bytes: rss_bytes().saturating_sub(rss_before),
-    }
-}
-
-/// What the check phase measured.
-struct Checked {
-    commits: u64,
-    elapsed: Duration,
-    ns_per_key_p50: u64,
-    ns_per_key_p99: u64,
-    ns_per_key_max: u64,
-    invalidations: u64,
-}
-
-/// Phase 2: timed commits of random keys; invalidated subscriptions are
-/// replaced between commits, untimed. Returns the next free timestamp too.
-fn check_phase(
-    args: &Args,
-    keys: &Keys,
-    rng: &mut StdRng,
-    manager: &SubscriptionManager,
-    rx: &mut Invalidations,
-    mut ts: Ts,
-) -> (Checked, Ts) {
-    let mut h = latency_histogram();
-    let mut reports: Vec<Invalidation> = Vec::new();
-    let mut writes: Vec<(IndexId, Vec<u8>)> = Vec::new();
-    let mut invalidations = 0u64;
-    let mut commits = 0u64;
-    let measure = Duration::from_secs_f64(args.seconds);
-    let started = Instant::now();
-    while commits < CHECK_COMMITS_MAX && started.elapsed() < measure {
-        writes.clear();
-        writes.extend((0..args.keys_per_commit).map(|_| keys.written(rng, args.indexes)));
-        ts = ts.succ();
-        let t0 = Instant::now();
-        let n = manager.on_commit(ts, writes.iter().map(|(i, k)| (*i, k.as_slice())));
-        let took = t0.elapsed();
-        record_latency(&mut h, took / args.keys_per_commit);
-        commits += 1;
-        invalidations += n as u64;
-        // Keep the population: a client re-runs an invalidated query and
-        // subscribes again, at the new commit.
-        reports.clear();
-        rx.drain_into(&mut reports);
-        for _ in 0..reports.len() {
-            manager.subscribe(keys.read_set(rng, args.indexes), ts);
-        }
-    }
-    let checked = Checked {
-        commits,
-        elapsed: started.elapsed(),
-        ns_per_key_p50: quantile_nanos(&h, 0.5),
-        ns_per_key_p99: quantile_nanos(&h, 0.99),
-        ns_per_key_max: h.max(),
-        invalidations,
-    };
-    (checked, ts)
-}
-
-/// What the hot-key phase measured.
-struct Hot {
-    repeats: usize,
-    p50: Duration,
-    max: Duration,
-}
-
-/// Phase 3: `args.hot_watchers` subscriptions on one key, one commit
-/// writing it, repeated; each repeat must report every watcher.
-fn hot_key_phase(
-    args: &Args,
-    keys: &Keys,
-    manager: &SubscriptionManager,
-    rx: &mut Invalidations,
-    mut ts: Ts,
-) -> Result<Hot, String> {
-    let hot = keys.doc_key(0, DOCS + 42);
-    let mut times = Vec::new();
-    let mut reports = Vec::new();
-    let started = Instant::now();
-    while times.len() < HOT_REPEATS_MAX && started.elapsed() < HOT_TIME_MAX {
-        // Leave nothing from the check phase in the queue.
-        reports.clear();
-        rx.drain_into(&mut reports);
-        let mut ids: Vec<_> = (0..args.hot_watchers)
-            .map(|_| manager.subscribe(vec![(IndexId(0), KeyInterval::point(hot.clone()))], ts))
-            .collect();
-        ts = ts.succ();
-        let t0 = Instant::now();
-        let n = manager.on_commit(ts, [(IndexId(0), hot.as_slice())]);
-        times.push(t0.elapsed());
-        reports.clear();
-        rx.drain_into(&mut reports);
-        let mut got: Vec<_> = reports.iter().map(|r| r.id).collect();
-        got.sort_unstable();
-        ids.sort_unstable();
-        if n != ids.len() || got != ids || reports.iter().any(|r| r.ts != ts) {
-            return Err(format!(
-                "hot key: {} watchers, on_commit reported {n}, received {}",
-                ids.len(),
-                got.len()
-            ));
-        }
-    }
-    times.sort_unstable();
-    Ok(Hot {
-        repeats: times.len(),
-        p50: times[times.len() / 2],
-        max: *times.last().expect("at least one repeat"),
-    })
-}
-
 fn run(args: &Args) -> Result<Report, String> {
     let machine = Machine::detect(Path::new("."));
     let keys = Keys::new();
@@ -514,8 +209,9 @@ fn run(args: &Args) -> Result<Report, String> {
         start_ts: start,
         ..ManagerOptions::default()
     });
+    let params = args.params();
     let registered = register_phase(
-        args,
+        &params,
         &keys,
         &mut rng,
         &manager,
@@ -524,12 +220,12 @@ fn run(args: &Args) -> Result<Report, String> {
         start,
     );
 
-    let (checked, ts) = check_phase(args, &keys, &mut rng, &manager, &mut rx, start);
+    let (checked, ts) = check_phase(&params, &keys, &mut rng, &manager, &mut rx, start);
     let manager_bytes_after_check = live_heap_bytes() - heap_before;
 
     let live_after_check = manager.stats().live_subscriptions;
 
-    let hot = hot_key_phase(args, &keys, &manager, &mut rx, ts)?;
+    let hot = hot_key_phase(&params, &keys, &manager, &mut rx, ts)?;
 
     drop(manager);
     drop(rx);

@@ -44,15 +44,15 @@
 //! Every loop is bounded both by count and by time.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use benches::convexd::{deploy, repo, ServerProc};
+use benches::procfs::{children, cpu_sample, rss_kib, sys, CpuSample};
 use benches::{latency_histogram, record_latency, summarize, LatencySummary, Machine};
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
@@ -63,8 +63,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// The client version in the sync URL (the npm package the server targets).
-const CLIENT_VERSION: &str = "1.48.0";
 /// The query every session subscribes to, as the client canonicalises it.
 const QUERY_PATH: &str = "items:latest";
 /// The mutation the driver calls, as the client sends it (raw).
@@ -76,10 +74,6 @@ const QUERY_ID: u64 = 0;
 const FD_MARGIN: u64 = 512;
 /// Ephemeral ports left free beyond one per session.
 const PORT_MARGIN: u64 = 1000;
-/// `convexd` must answer `/version` within this.
-const SERVER_START_MAX: Duration = Duration::from_secs(60);
-/// The CLI's deploy must finish within this.
-const DEPLOY_MAX: Duration = Duration::from_secs(300);
 /// One TCP connect + WebSocket handshake + first Transition at most.
 const SESSION_OPEN_MAX: Duration = Duration::from_secs(60);
 /// The preload must be answered within this.
@@ -93,8 +87,6 @@ const MUTATIONS_MAX: u64 = 10_000_000;
 const RECEIPTS_PER_SESSION_MAX: usize = 1 << 20;
 /// Time for all sessions to return what they measured once told to stop.
 const COLLECT_MAX: Duration = Duration::from_secs(60);
-/// `convexd` gets this long to exit after SIGTERM before SIGKILL.
-const STOP_MAX: Duration = Duration::from_secs(20);
 /// Interval of resident-set samples while waiting for it to settle.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Samples (over 2 s) whose spread must stay within [`RSS_SETTLED_FRACTION`].
@@ -401,12 +393,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where the repository is (this crate's parent), for the default
-/// `node_modules` and app.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn run(args: &Args) -> Result<Report, String> {
     let (soft, hard) = sys::raise_nofile_limit()?;
     let need = u64::from(args.sessions) + u64::from(args.mutators) + FD_MARGIN;
@@ -516,291 +502,6 @@ fn check_port_range(sockets: u64) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// The server process and the deploy
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("cannot find a free port: {e}"))
-}
-
-struct ServerProc {
-    child: Option<Child>,
-    pid: u32,
-    port: u16,
-    data: PathBuf,
-    log: PathBuf,
-}
-
-impl ServerProc {
-    fn start(
-        convexd: &Path,
-        scratch: &Path,
-        node_modules: &Path,
-        workers: u32,
-    ) -> Result<ServerProc, String> {
-        let data = scratch.join("data");
-        let log = scratch.join("convexd.log");
-        let port = free_port()?;
-        let site_port = free_port()?;
-        let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        // convexd looks for Deno in node_modules above its working
-        // directory: run it from the repository.
-        let cwd = node_modules.parent().unwrap_or(Path::new("/"));
-        let child = Command::new(convexd)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--site-port")
-            .arg(site_port.to_string())
-            .arg("--workers")
-            .arg(workers.to_string())
-            .current_dir(cwd)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or("info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", convexd.display()))?;
-        let mut server = ServerProc {
-            pid: child.id(),
-            child: Some(child),
-            port,
-            data,
-            log,
-        };
-        server.wait_ready()?;
-        Ok(server)
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let started = Instant::now();
-        while started.elapsed() < SERVER_START_MAX {
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(format!("convexd exited at start ({status})"));
-                }
-            }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ =
-                    s.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") {
-                    return Ok(());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!(
-            "convexd did not answer /version within {SERVER_START_MAX:?}"
-        ))
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn sync_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/api/{CLIENT_VERSION}/sync", self.port)
-    }
-
-    fn admin_key(&self) -> Result<String, String> {
-        std::fs::read_to_string(self.data.join("admin_key"))
-            .map(|k| k.trim().to_string())
-            .map_err(|e| format!("cannot read {}/admin_key: {e}", self.data.display()))
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// SIGTERM, then SIGKILL after [`STOP_MAX`].
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let started = Instant::now();
-        while started.elapsed() < STOP_MAX {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
-    for e in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
-        let e = e.map_err(|e| format!("{}: {e}", from.display()))?;
-        let target = to.join(e.file_name());
-        let ty = e.file_type().map_err(|e| e.to_string())?;
-        if ty.is_dir() {
-            if e.file_name() == "node_modules" || e.file_name() == "_generated" {
-                continue;
-            }
-            copy_dir(&e.path(), &target)?;
-        } else {
-            std::fs::copy(e.path(), &target)
-                .map_err(|err| format!("copying {}: {err}", e.path().display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// Deploys a copy of the app with the real CLI, as the end-to-end tests do.
-fn deploy(
-    server: &ServerProc,
-    app: &Path,
-    scratch: &Path,
-    node_modules: &Path,
-) -> Result<(), String> {
-    let dir = scratch.join("app");
-    copy_dir(app, &dir)?;
-    std::os::unix::fs::symlink(node_modules, dir.join("node_modules"))
-        .map_err(|e| format!("linking node_modules: {e}"))?;
-    let out_path = scratch.join("deploy.log");
-    let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new("node")
-        .arg(node_modules.join("convex/bin/main.js"))
-        .args(["deploy", "--yes", "--typecheck", "disable"])
-        .current_dir(&dir)
-        .env("CONVEX_SELF_HOSTED_URL", server.url())
-        .env("CONVEX_SELF_HOSTED_ADMIN_KEY", server.admin_key()?)
-        .env_remove("CONVEX_DEPLOYMENT")
-        .env("CI", "1")
-        .env("CONVEX_TELEMETRY_DISABLED", "1")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot run node (the convex CLI): {e}"))?;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if started.elapsed() > DEPLOY_MAX {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("the deploy took over {DEPLOY_MAX:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if !status.success() {
-        return Err(format!(
-            "the deploy failed ({status}):\n{}",
-            std::fs::read_to_string(&out_path).unwrap_or_default()
-        ));
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// /proc readings
-
-/// `VmRSS` of a process in KiB (0 if it is gone).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The fields of `/proc/PID/stat` after the command name.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// User + system CPU time of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    stat_fields(pid)
-        .and_then(|f| Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?))
-        .unwrap_or(0)
-}
-
-/// The direct children of a process (convexd's Deno workers).
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| {
-            stat_fields(p)
-                .and_then(|f| f.get(1)?.parse::<u32>().ok())
-                .is_some_and(|ppid| ppid == pid)
-        })
-        .collect()
-}
-
-#[derive(Clone, Copy, Debug)]
-struct CpuSample {
-    at: Instant,
-    server: u64,
-    deno: u64,
-    client: u64,
-    /// Busy ticks of every CPU (`/proc/stat`: all but idle and iowait).
-    machine: u64,
-}
-
-fn machine_busy_ticks() -> u64 {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0;
-    };
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is
-    // already inside user).
-    v.iter().take(8).sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
-}
-
-fn cpu_sample(server: u32) -> CpuSample {
-    CpuSample {
-        at: Instant::now(),
-        server: cpu_ticks(server),
-        deno: children(server).into_iter().map(cpu_ticks).sum(),
-        client: cpu_ticks(std::process::id()),
-        machine: machine_busy_ticks(),
-    }
 }
 
 /// Samples `convexd`'s resident set until [`RSS_SETTLED_SAMPLES`] in a row
@@ -2240,57 +1941,6 @@ fn print_table(r: &Report) {
             " (below the targets' load of 10,000 sessions at 500/s)"
         }
     );
-}
-
-/// The few system calls that have no safe wrapper in the standard library.
-mod sys {
-    #![expect(
-        unsafe_code,
-        reason = "getrlimit, setrlimit and sysconf are libc calls on plain values"
-    )]
-
-    /// Raises the soft limit on open files to the hard limit; returns
-    /// (new soft limit, hard limit).
-    pub fn raise_nofile_limit() -> Result<(u64, u64), String> {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `lim` is a valid, writable rlimit for the call.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return Err(format!(
-                "getrlimit(RLIMIT_NOFILE): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            // SAFETY: `raised` is a valid rlimit read by the call.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-                return Err(format!(
-                    "setrlimit(RLIMIT_NOFILE, {}): {}",
-                    lim.rlim_max,
-                    std::io::Error::last_os_error()
-                ));
-            }
-            lim = raised;
-        }
-        Ok((lim.rlim_cur, lim.rlim_max))
-    }
-
-    /// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.
-    pub fn clock_ticks_per_second() -> u64 {
-        // SAFETY: sysconf reads a configuration value; no memory is passed.
-        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if t > 0 {
-            t as u64
-        } else {
-            100
-        }
-    }
 }
 
 #[cfg(test)]
