@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL cluster for the benchmarks (dbbench), listening on
+# A throwaway PostgreSQL cluster for the benchmarks (dbbench, suite), listening on
 # loopback only.
 #
 #   postgres.sh start DIR PORT   initdb a fresh cluster in DIR (which must be
@@ -13,6 +13,8 @@
 # apt-get (without creating Debian's default cluster). PostgreSQL refuses to
 # run as root, so as root the cluster runs as the `postgres` system user
 # (made if missing) and DIR is handed to it. Every step that waits is bounded.
+# A cluster whose starter (the script's parent process) ends without
+# stopping it is stopped by a watchdog within about a second.
 set -euo pipefail
 
 # Seconds pg_ctl waits for the server to start or stop.
@@ -146,6 +148,20 @@ start)
         exit 1
     }
     log "$("$BINDIR/postgres" --version) running in $DIR on 127.0.0.1:$PORT"
+    # A watchdog stops the cluster if the process that started it (this
+    # script's parent: the benchmark) ends without stopping it, e.g. when it
+    # is interrupted; it checks once a second and leaves once the cluster
+    # is stopped.
+    parent=$PPID
+    (
+        while kill -0 "$parent" 2>/dev/null && [[ -f "$DIR/postmaster.pid" ]]; do
+            sleep 1
+        done
+        if [[ -f "$DIR/postmaster.pid" ]]; then
+            as_owner "$BINDIR/pg_ctl" -D "$DIR" -m fast -w -t "$PG_CTL_TIMEOUT" stop
+        fi
+    ) </dev/null >/dev/null 2>&1 &
+    disown
     ;;
 stop)
     if [[ -z "$BINDIR" ]]; then

@@ -69,7 +69,9 @@ impl ServerProc {
         // convexd looks for Deno in node_modules above its working
         // directory: run it from the repository.
         let cwd = node_modules.parent().unwrap_or(Path::new("/"));
-        let child = Command::new(convexd)
+        let mut cmd = Command::new(convexd);
+        crate::procfs::sys::terminate_with_parent(&mut cmd);
+        let child = cmd
             .arg("--data-dir")
             .arg(&data)
             .arg("--port")

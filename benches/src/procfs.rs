@@ -165,7 +165,7 @@ pub fn cpu_sample(server: u32) -> CpuSample {
 pub mod sys {
     #![expect(
         unsafe_code,
-        reason = "getrlimit, setrlimit and sysconf are libc calls on plain values"
+        reason = "getrlimit, setrlimit, sysconf and prctl are libc calls on plain values"
     )]
 
     /// Raises the soft limit on open files to the hard limit; returns
@@ -198,6 +198,24 @@ pub mod sys {
             lim = raised;
         }
         Ok((lim.rlim_cur, lim.rlim_max))
+    }
+
+    /// Makes the child `cmd` starts get SIGTERM when the thread that
+    /// started it ends (the whole process, when that is the main thread),
+    /// so a server a benchmark starts does not outlive the benchmark when
+    /// it is killed.
+    pub fn terminate_with_parent(cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec and
+        // calls only prctl, which is async-signal-safe, on plain values.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
 
     /// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times.

@@ -426,7 +426,19 @@ pub fn draw_all(results: &Results, dir: &Path) -> Result<Vec<Chart>, String> {
                     s,
                     true,
                 )?;
-                let top = w.xs("latency_p50_ms").last().copied().unwrap_or(1.0);
+                // At the most subscribers where the driver kept up (its one
+                // thread under 0.9 cores), so the CDF shows the servers.
+                let xs = w.xs("latency_p50_ms");
+                let top = xs
+                    .iter()
+                    .rev()
+                    .find(|&&x| {
+                        w.figure("client_cores", "convexd", Some(x))
+                            .is_none_or(|f| f.median < 0.9)
+                    })
+                    .or(xs.last())
+                    .copied()
+                    .unwrap_or(1.0);
                 let cdfs = cdfs_near(w, "latency", top);
                 if !cdfs.is_empty() {
                     let title = format!("Chat latency CDF at {} subscribers", short(top));

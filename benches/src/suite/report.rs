@@ -162,6 +162,14 @@ fn response(e: f64) -> &'static str {
     }
 }
 
+/// `x` of an axis, singular at 1: "1 writer", "16 writers".
+fn of(x: f64, axis: &str) -> String {
+    match axis.strip_suffix('s') {
+        Some(one) if x == 1.0 => format!("1 {one}"),
+        _ => format!("{} {axis}", xnum(x)),
+    }
+}
+
 /// An axis value: integers without decimals.
 pub fn xnum(x: f64) -> String {
     if x.fract() == 0.0 && x.abs() >= 1000.0 {
@@ -176,7 +184,14 @@ pub fn xnum(x: f64) -> String {
 /// Where a curve bends: the point where the log-log slope changes most,
 /// with the change on each side in words; a straight or two-point curve
 /// is described as such.
-pub fn bend(points: &[(f64, f64)], axis: &str, what: &str) -> String {
+pub fn bend(points: &[(f64, f64)], axis: &str, what: &str, unit: &str) -> String {
+    let v = |y: f64| {
+        if unit.is_empty() || unit == "×" {
+            num(y)
+        } else {
+            format!("{} {unit}", num(y))
+        }
+    };
     let p: Vec<(f64, f64)> = points
         .iter()
         .copied()
@@ -201,9 +216,9 @@ pub fn bend(points: &[(f64, f64)], axis: &str, what: &str) -> String {
         return format!(
             "{what_cap} goes from {} at {} to {} at {} {axis} (×{:.2} for ×{} {axis}, {}); two \
              points cannot show where it bends.",
-            num(first.1),
+            v(first.1),
             xnum(first.0),
-            num(last.1),
+            v(last.1),
             xnum(last.0),
             g,
             xnum(f),
@@ -218,9 +233,9 @@ pub fn bend(points: &[(f64, f64)], axis: &str, what: &str) -> String {
         return format!(
             "{what_cap} goes from {} at {} to {} at {} {axis} (×{:.2} for ×{}, {}) and does not \
              bend within the measured range.",
-            num(first.1),
+            v(first.1),
             xnum(first.0),
-            num(last.1),
+            v(last.1),
             xnum(last.0),
             g,
             xnum(f),
@@ -233,13 +248,13 @@ pub fn bend(points: &[(f64, f64)], axis: &str, what: &str) -> String {
         "{what_cap} bends at {} {axis}: from {} at {} to {} there (×{:.2} for ×{} {axis}, {}), \
          then to {} at {} (×{:.2} for ×{}, {}).",
         xnum(p[j].0),
-        num(first.1),
+        v(first.1),
         xnum(first.0),
-        num(p[j].1),
+        v(p[j].1),
         g1,
         xnum(f1),
         response(e1),
-        num(last.1),
+        v(last.1),
         xnum(last.0),
         g2,
         xnum(f2),
@@ -269,33 +284,41 @@ fn why(w: &WorkloadResult, r: &Results) -> String {
                     .map_or("unknown".into(), |f| format!("{} µs", num(f.median)));
                 s += &format!(
                     "Our log makes each group of commits durable with one write and one fdatasync \
-                     (this disk's raw fdatasync: {probe} at the median). At {} writer(s) each \
+                     (this disk's raw fdatasync: {probe} at the median). At {} each \
                      commit pays for its own ({} records per fdatasync); at {} writers {} commits \
                      share one, which is where the throughput comes from. ",
-                    xnum(b0.0),
+                    of(b0.0, "writers"),
                     num(b0.1),
                     xnum(bn.0),
                     num(bn.1)
                 );
             }
-            if let Some((x, m)) = last("machine_cores", "ours") {
-                if m >= 0.75 * n {
-                    s += &format!(
-                        "Past the bend the CPUs, not the disk, set the pace: at {} writers the \
-                         machine was {:.1} of {n:.0} cores busy (every writer thread sleeps and \
-                         is woken once per commit). ",
-                        xnum(x),
-                        m
-                    );
-                } else {
-                    s += &format!(
-                        "The machine was not CPU-bound at {} writers ({:.1} of {n:.0} cores \
-                         busy): the limit is the log writer's cycle, one group's write and \
-                         fdatasync at a time. ",
-                        xnum(x),
-                        m
-                    );
-                }
+            let cpu = points(w, "cpu_us_per_commit", "ours");
+            if let (Some(c0), Some(cmin), Some(cn), Some((xm, m))) = (
+                cpu.first(),
+                cpu.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+                cpu.last(),
+                last("machine_cores", "ours"),
+            ) {
+                s += &format!(
+                    "Grouping also spreads each sync's CPU over more commits: our CPU per commit \
+                     (every thread of the process) falls from {} µs at {} to {} µs at {}, and \
+                     is {} µs at {}. Throughput is about the busy cores over the CPU per \
+                     commit: at {} writers the machine was {:.1} of {n:.0} cores busy, and \
+                     {:.1} cores ÷ {} µs ≈ {} commits/s, near what was measured: past the \
+                     bend more writers add threads to wake, not throughput. ",
+                    num(c0.1),
+                    of(c0.0, "writers"),
+                    num(cmin.1),
+                    xnum(cmin.0),
+                    num(cn.1),
+                    xnum(cn.0),
+                    xnum(xm),
+                    m,
+                    m,
+                    num(cn.1),
+                    num(m * 1e6 / cn.1.max(1e-9))
+                );
             }
             let sq = points(w, "tx_per_sec", "sqlite");
             if sq.len() >= 2 {
@@ -313,15 +336,17 @@ fn why(w: &WorkloadResult, r: &Results) -> String {
                     );
                 }
             }
-            if let (Some(p0), Some(pn)) = (
-                first("tx_per_sec", "postgres"),
-                last("tx_per_sec", "postgres"),
-            ) {
+            let pg = points(w, "tx_per_sec", "postgres");
+            if let (Some(peak), Some(pn)) =
+                (pg.iter().max_by(|a, b| a.1.total_cmp(&b.1)), pg.last())
+            {
                 s += &format!(
-                    "PostgreSQL grows ×{:.1} from {} to {} writers: its backends also share WAL \
-                     flushes, but each commit is a round trip to a server process.",
-                    pn.1 / p0.1,
-                    xnum(p0.0),
+                    "PostgreSQL peaks at {} tx/s at {} writers and ends at {} at {}: its \
+                     backends share WAL flushes too, but each commit is a round trip to a \
+                     server process of its own.",
+                    num(peak.1),
+                    xnum(peak.0),
+                    num(pn.1),
                     xnum(pn.0)
                 );
             }
@@ -539,9 +564,9 @@ fn why(w: &WorkloadResult, r: &Results) -> String {
                 last("conflict_rate_pct", "convexd"),
             ) {
                 s += &format!(
-                    " {:.0}% of attempts conflicted at {} client(s), {:.0}% at {}",
+                    " {:.0}% of attempts conflicted at {}, {:.0}% at {}",
                     c0.1,
-                    xnum(c0.0),
+                    of(c0.0, "clients"),
                     cn.1,
                     xnum(cn.0)
                 );
@@ -600,12 +625,17 @@ fn cost_curves(name: &str) -> &'static [(&'static str, &'static str, &'static st
             "ours",
             "the median check time per key",
         )],
+        "compaction" => &[("rewrite_seconds", "ours", "the compaction's rewrite time")],
         "chat" => &[
-            ("latency_p99_ms", "convexd", "convexd's p99 update latency"),
+            (
+                "latency_p99_ms",
+                "convexd",
+                "the p99 update latency through convexd",
+            ),
             (
                 "latency_p99_ms",
                 "pg+notify",
-                "the baseline's p99 update latency",
+                "the p99 update latency through the baseline",
             ),
         ],
         "insert" => &[("inserts_per_sec", "convexd", "insert throughput")],
@@ -635,6 +665,7 @@ fn columns(name: &str) -> Vec<Col> {
                 "records_per_fdatasync",
                 "ours",
             ),
+            col("ours CPU µs per commit", "cpu_us_per_commit", "ours"),
             col("machine cores busy (ours)", "machine_cores", "ours"),
         ],
         "point-read" => vec![
@@ -805,11 +836,11 @@ fn summary(r: &Results) -> String {
         any = true;
         let axis = a.axis.clone().unwrap_or_default();
         s += &format!(
-            "| {label} | {:.2}× ({} {axis}) | {:.2}× ({} {axis}) |\n",
+            "| {label} | {:.2}× ({}) | {:.2}× ({}) |\n",
             a.median,
-            xnum(a.x.unwrap_or(0.0)),
+            of(a.x.unwrap_or(0.0), &axis),
             b.median,
-            xnum(b.x.unwrap_or(0.0))
+            of(b.x.unwrap_or(0.0), &axis)
         );
     }
     if let Some(w) = r.workload("chat") {
@@ -954,7 +985,11 @@ pub fn markdown(r: &Results, charts: Option<(&str, &[Chart])>, source: &str) -> 
                 .iter()
                 .filter_map(|(metric, system, what)| {
                     let p = points(w, metric, system);
-                    (!p.is_empty()).then(|| bend(&p, &axis, what))
+                    let unit = w
+                        .curve(metric, system)
+                        .first()
+                        .map_or(String::new(), |f| f.unit.clone());
+                    (!p.is_empty()).then(|| bend(&p, &axis, what, &unit))
                 })
                 .collect();
             if !bends.is_empty() {
@@ -1047,17 +1082,18 @@ mod tests {
             (64.0, 170.0),
             (256.0, 175.0),
         ];
-        let s = bend(&p, "writers", "throughput");
+        let s = bend(&p, "writers", "throughput", "tx/s");
         assert!(s.starts_with("Throughput bends at 16 writers"), "{s}");
+        assert!(s.contains("from 10.0 tx/s at 1 to 160 tx/s there"), "{s}");
         assert!(
             s.contains("rising in proportion") && s.contains("nearly flat"),
             "{s}"
         );
         let straight = [(1.0, 1.0), (10.0, 10.0), (100.0, 100.0)];
-        assert!(bend(&straight, "x", "y").contains("does not bend"));
+        assert!(bend(&straight, "x", "y", "").contains("does not bend"));
         let two = [(1.0, 1.0), (10.0, 2.0)];
-        assert!(bend(&two, "x", "y").contains("two points cannot show"));
-        assert!(bend(&[(1.0, 1.0)], "x", "y").contains("one point"));
+        assert!(bend(&two, "x", "y", "").contains("two points cannot show"));
+        assert!(bend(&[(1.0, 1.0)], "x", "y", "").contains("one point"));
     }
 
     #[test]

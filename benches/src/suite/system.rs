@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use super::results::{cdf_of_sorted, quantile_sorted, Better, FigureSet, Level, WorkloadResult};
 use super::{params, Ctx};
 use crate::convexd::{deploy, ServerProc};
+use crate::procfs::sys::terminate_with_parent;
 use crate::procfs::{CpuCores, CpuMeter};
 
 /// Deno workers `convexd` runs (its default).
@@ -141,7 +142,9 @@ fn start_pgchat(ctx: &Ctx) -> Result<Option<PgChat>, String> {
         ));
     }
     let log = std::fs::File::create(ctx.scratch.join("pgchat.log")).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&bin)
+    let mut cmd = Command::new(&bin);
+    terminate_with_parent(&mut cmd);
+    let mut child = cmd
         .arg("--pg-port")
         .arg(pg.port.to_string())
         .stdin(Stdio::null())
@@ -198,7 +201,9 @@ fn drive(
     let limit = phase_seconds + DRIVER_SLACK_SECONDS;
     config["hardLimitSeconds"] = json!(limit);
     let script = ctx.repo.join("benches/js/drive.mjs");
-    let mut child = Command::new("node")
+    let mut cmd = Command::new("node");
+    terminate_with_parent(&mut cmd);
+    let mut child = cmd
         .arg(&script)
         .arg(workload)
         .arg(config.to_string())
@@ -348,6 +353,7 @@ pub fn chat(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
         notes.push("The PostgreSQL + LISTEN/NOTIFY baseline did not run (--no-pg).".into());
     }
     let phase = plan.system_seconds + plan.system_warmup;
+    let mut saturated: Vec<(u32, &str, f64)> = Vec::new();
     for run in 1..=plan.runs {
         for &subs in &plan.chat_subscribers {
             let at = Some(("subscribers", f64::from(subs)));
@@ -435,11 +441,7 @@ pub fn chat(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
                 }
                 figs.offer_cdf(system, "latency", "ms", at, cdf_of_sorted(&lat));
                 if client >= 0.9 {
-                    notes.push(format!(
-                        "Run {run}, {subs} subscribers, {system}: the Node driver used {client:.2} \
-                         cores; it is one thread, so it was saturated and this point's latency \
-                         includes the client's own queueing."
-                    ));
+                    saturated.push((subs, system, client));
                 }
                 if received < expected {
                     notes.push(format!(
@@ -478,6 +480,26 @@ pub fn chat(ctx: &mut Ctx) -> Result<WorkloadResult, String> {
         }
     }
     drop(pgchat);
+    // One note per point where the driver was saturated, with its cores in
+    // each run that was.
+    let mut points: Vec<(u32, &str)> = saturated.iter().map(|&(s, sys, _)| (s, sys)).collect();
+    points.sort_unstable();
+    points.dedup();
+    for (subs, system) in points {
+        let cores: Vec<String> = saturated
+            .iter()
+            .filter(|&&(s, sys, _)| s == subs && sys == system)
+            .map(|&(_, _, c)| format!("{c:.2}"))
+            .collect();
+        notes.push(format!(
+            "At {subs} subscribers with {system} the Node driver used {} cores (in {} of {} \
+             runs): it is one thread, so it was saturated and this point's latency includes \
+             the client's own queueing.",
+            cores.join(", "),
+            cores.len(),
+            plan.runs
+        ));
+    }
     let what = format!(
         "S subscribers, each its own WebSocket session, watch the newest 20 messages of one of \
          {} rooms (subscriber i watches room i mod {}); 4 sender sessions post {:.0} messages/s \
