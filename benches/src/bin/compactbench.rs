@@ -89,6 +89,11 @@ struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write every commit of the last round as `end_us,latency_us`
+    /// lines (since the load started) to this file, with the windows'
+    /// bounds as comment lines, to see when the slow ones happened.
+    #[arg(long)]
+    trace: Option<PathBuf>,
 }
 
 impl Args {
@@ -281,9 +286,9 @@ fn measure_round(
     let window = Duration::from_secs(args.window_secs);
     let load = Load::start(Arc::clone(&db), ids.to_vec(), args);
     load.run_for(Duration::from_secs(2)); // warm-up
-    load.take();
+    load.take("warm-up");
     load.run_for(window);
-    let (before, behind_before) = load.take();
+    let (before, behind_before) = load.take("before");
     db.start_compaction(OnlineCompaction {
         keep_history: Duration::ZERO,
         read_bytes_per_sec: args.compaction_rate << 20,
@@ -300,7 +305,7 @@ fn measure_round(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    load.take();
+    load.take("until compaction started");
     while db.compaction_stats().runs == 0 {
         if Instant::now() > deadline {
             return Err("online compaction did not finish in --compaction-secs-max".into());
@@ -310,12 +315,12 @@ fn measure_round(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let (with, behind_with) = load.take();
+    let (with, behind_with) = load.take("with compaction");
     let stats = db.compaction_stats();
     let last = stats.last.ok_or("no compaction report")?;
     load.run_for(window);
-    let (after, behind_after) = load.take();
-    load.stop();
+    let (after, behind_after) = load.take("after");
+    load.stop(args.trace.as_deref())?;
     drop(db);
     drop(dir);
     std::fs::remove_dir_all(copy).map_err(|e| format!("removing {}: {e}", copy.display()))?;
@@ -363,6 +368,12 @@ struct Load {
 struct LoadShared {
     stop: AtomicBool,
     latencies: Mutex<Histogram<u64>>,
+    /// With `--trace`: every commit's end (since the load started) and
+    /// latency, in microseconds.
+    trace: Option<Mutex<Vec<(u64, u64)>>>,
+    /// Where each window ended (since the load started, microseconds).
+    marks: Mutex<Vec<(String, u64)>>,
+    started: Instant,
     /// Set when a writer was more than a second behind its schedule.
     behind: AtomicBool,
 }
@@ -376,6 +387,9 @@ impl Load {
             stop: AtomicBool::new(false),
             latencies: Mutex::new(latency_histogram()),
             behind: AtomicBool::new(false),
+            trace: args.trace.as_ref().map(|_| Mutex::new(Vec::new())),
+            marks: Mutex::new(Vec::new()),
+            started: Instant::now(),
         });
         let ids = Arc::new(ids);
         let interval = Duration::from_secs_f64(f64::from(args.writers) / f64::from(args.rate));
@@ -409,7 +423,14 @@ impl Load {
                                 Err(e) => return Err(e.to_string()),
                             }
                         }
-                        record_latency(&mut local, next.elapsed());
+                        let latency = next.elapsed();
+                        record_latency(&mut local, latency);
+                        if let Some(t) = &shared.trace {
+                            let at = shared.started.elapsed().as_micros() as u64;
+                            t.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((at, latency.as_micros() as u64));
+                        }
                         next += interval;
                         if i % 64 == 63 {
                             let mut h = shared.latencies.lock().unwrap_or_else(|p| p.into_inner());
@@ -433,8 +454,17 @@ impl Load {
         std::thread::sleep(d);
     }
 
-    /// The latencies since the last call (and whether a writer fell behind).
-    fn take(&self) -> (Histogram<u64>, bool) {
+    /// The latencies since the last call (and whether a writer fell
+    /// behind); `label` names the window that ends.
+    fn take(&self, label: &str) -> (Histogram<u64>, bool) {
+        self.shared
+            .marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((
+                label.to_string(),
+                self.shared.started.elapsed().as_micros() as u64,
+            ));
         let mut h = self
             .shared
             .latencies
@@ -445,7 +475,8 @@ impl Load {
         (out, self.shared.behind.swap(false, Ordering::AcqRel))
     }
 
-    fn stop(self) {
+    /// Stops the writers; writes the trace to `trace` if one was kept.
+    fn stop(self, trace: Option<&Path>) -> Result<(), String> {
         self.shared.stop.store(true, Ordering::Release);
         for t in self.threads.into_inner().unwrap_or_else(|p| p.into_inner()) {
             match t.join() {
@@ -454,6 +485,26 @@ impl Load {
                 Err(_) => eprintln!("compactbench: a writer panicked"),
             }
         }
+        if let (Some(path), Some(t)) = (trace, &self.shared.trace) {
+            use std::fmt::Write as _;
+            let mut out = String::new();
+            for (label, at) in self
+                .shared
+                .marks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+            {
+                let _ = writeln!(out, "# {label} ends at {at}");
+            }
+            let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+            t.sort_unstable();
+            for (at, latency) in t.iter() {
+                let _ = writeln!(out, "{at},{latency}");
+            }
+            std::fs::write(path, out).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        Ok(())
     }
 }
 
