@@ -91,7 +91,8 @@ struct Args {
     json: bool,
     /// Also write every commit of the last round as `end_us,latency_us`
     /// lines (since the load started) to this file, with the windows'
-    /// bounds as comment lines, to see when the slow ones happened.
+    /// ends and the compaction's progress as comment lines, to see when
+    /// the slow ones happened.
     #[arg(long)]
     trace: Option<PathBuf>,
 }
@@ -306,12 +307,27 @@ fn measure_round(
         std::thread::sleep(Duration::from_millis(1));
     }
     load.take("until compaction started");
-    while db.compaction_stats().runs == 0 {
+    let mut seen = (None, 0);
+    loop {
+        let stats = db.compaction_stats();
+        if stats.runs > 0 {
+            break;
+        }
         if Instant::now() > deadline {
             return Err("online compaction did not finish in --compaction-secs-max".into());
         }
-        if let Some(e) = db.compaction_stats().last_error {
+        if let Some(e) = stats.last_error {
             return Err(format!("online compaction failed: {e}"));
+        }
+        // Its phases and every 16 MiB of progress, for the trace.
+        let now = (stats.phase, stats.done_bytes >> 24);
+        if now != seen {
+            seen = now;
+            load.mark(&format!(
+                "compaction {} at {} MiB",
+                stats.phase.map_or("idle", |p| p.as_str()),
+                stats.done_bytes >> 20
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -452,6 +468,18 @@ impl Load {
 
     fn run_for(&self, d: Duration) {
         std::thread::sleep(d);
+    }
+
+    /// Notes an event in the trace.
+    fn mark(&self, label: &str) {
+        self.shared
+            .marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((
+                label.to_string(),
+                self.shared.started.elapsed().as_micros() as u64,
+            ));
     }
 
     /// The latencies since the last call (and whether a writer fell

@@ -45,7 +45,7 @@ pub const ONLINE_MIN_FRESH_BYTES_DEFAULT: u64 = 64 << 20;
 pub const ONLINE_CHECK_EVERY_DEFAULT: Duration = Duration::from_secs(60);
 /// Writeback of new segments is started every this many bytes (see
 /// `LogCompaction::writeback_every_bytes`), online and offline.
-const ONLINE_WRITEBACK_EVERY_BYTES: u64 = 1 << 20;
+const ONLINE_WRITEBACK_EVERY_BYTES: u64 = 256 << 10;
 const OFFLINE_WRITEBACK_EVERY_BYTES: u64 = 16 << 20;
 /// Online compaction logs its progress at most this often.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
