@@ -417,7 +417,6 @@ impl Load {
                     let mut rng = StdRng::seed_from_u64(100 + u64::from(w));
                     // Writers start spread over one interval.
                     let mut next = Instant::now() + interval.mul_f64(f64::from(w) / 16.0);
-                    let mut local = latency_histogram();
                     for i in 0..WRITER_COMMITS_MAX {
                         if shared.stop.load(Ordering::Acquire) {
                             break;
@@ -440,7 +439,12 @@ impl Load {
                             }
                         }
                         let latency = next.elapsed();
-                        record_latency(&mut local, latency);
+                        // Straight into the window's histogram, so each
+                        // commit counts in the window it ended in.
+                        record_latency(
+                            &mut shared.latencies.lock().unwrap_or_else(|p| p.into_inner()),
+                            latency,
+                        );
                         if let Some(t) = &shared.trace {
                             let at = shared.started.elapsed().as_micros() as u64;
                             t.lock()
@@ -448,14 +452,7 @@ impl Load {
                                 .push((at, latency.as_micros() as u64));
                         }
                         next += interval;
-                        if i % 64 == 63 {
-                            let mut h = shared.latencies.lock().unwrap_or_else(|p| p.into_inner());
-                            let _ = h.add(&local);
-                            local.reset();
-                        }
                     }
-                    let mut h = shared.latencies.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = h.add(&local);
                     Ok(())
                 })
             })
