@@ -301,13 +301,16 @@ fn measure_round(
     // Commit latency without, with and again without online compaction,
     // on a fresh copy.
     copy_tree(original, copy)?;
+    // Let the file system settle (journal commits, discards of the files
+    // just removed) before measuring.
+    std::thread::sleep(SETTLE);
     let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
     let db = Arc::new(
         Database::open(&dir, options(&args.shape(), DbOptions::default())).map_err(db_err)?,
     );
     let window = Duration::from_secs(args.window_secs);
     let load = Load::start(Arc::clone(&db), ids.to_vec(), args);
-    load.run_for(Duration::from_secs(2)); // warm-up
+    load.run_for(Duration::from_secs(3)); // warm-up
     load.take("warm-up");
     load.run_for(window);
     let (before, behind_before) = load.take("before");
@@ -416,6 +419,10 @@ struct LoadShared {
     /// Set when a writer was more than a second behind its schedule.
     behind: AtomicBool,
 }
+
+/// Pause between preparing a round's directory and measuring on it: more
+/// than ext4's 5 s journal commit interval.
+const SETTLE: Duration = Duration::from_secs(6);
 
 /// Commits each writer makes at most (the bound on its loop besides time).
 const WRITER_COMMITS_MAX: u64 = 10_000_000;
