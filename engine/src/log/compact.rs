@@ -28,8 +28,8 @@
 //!    new files are renamed into place and the replaced ones removed, then
 //!    `COMPACTION` is removed. A crash before the commit point leaves the
 //!    old segments (the temporary files are removed at the next open); a
-//!    crash after it is rolled forward at the next open. Nothing a reader
-//!    maps is modified: the segments read are unmapped before the swap.
+//!    crash after it is rolled forward at the next open. The segments are
+//!    read with plain reads, never mapped, so nothing mapped is replaced.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
