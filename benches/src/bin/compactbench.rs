@@ -166,7 +166,11 @@ struct Medians {
 struct Online {
     read_mib_per_sec_limit: u64,
     log_bytes: u64,
+    /// From start to end, paused windows included.
     seconds: f64,
+    /// The running windows only.
+    seconds_running: f64,
+    /// Log bytes over the running windows' time.
     log_mib_per_sec: f64,
     versions_before: u64,
     versions_after: u64,
@@ -352,13 +356,15 @@ fn measure_round(
     let (mut running, mut paused) = (latency_histogram(), latency_histogram());
     let mut behind_with = false;
     let mut windows = 0u32;
+    let mut running_time = Duration::ZERO;
     let mut rng = StdRng::seed_from_u64(0x5eed ^ u64::from(round));
     let mut finished = false;
     while !finished {
         windows += 1;
         for pause in [false, true] {
             db.pause_compaction(pause);
-            let ends = Instant::now() + Duration::from_millis(rng.gen_range(2000..4000));
+            let window_started = Instant::now();
+            let ends = window_started + Duration::from_millis(rng.gen_range(2000..4000));
             while Instant::now() < ends {
                 let stats = db.compaction_stats();
                 if stats.runs > 0 {
@@ -383,6 +389,9 @@ fn measure_round(
                     ));
                 }
                 std::thread::sleep(Duration::from_millis(5));
+            }
+            if !pause {
+                running_time += window_started.elapsed();
             }
             let (h, behind) = load.take(if pause { "paused" } else { "running" });
             behind_with |= behind;
@@ -415,7 +424,10 @@ fn measure_round(
             read_mib_per_sec_limit: args.compaction_rate,
             log_bytes: last.frame_bytes_read,
             seconds: last.duration.as_secs_f64(),
-            log_mib_per_sec: last.log_bytes_per_sec() / f64::from(1 << 20),
+            seconds_running: running_time.as_secs_f64(),
+            log_mib_per_sec: last.frame_bytes_read as f64
+                / running_time.as_secs_f64().max(1e-9)
+                / f64::from(1 << 20),
             versions_before: last.writes_before,
             versions_after: last.writes_after,
         },
@@ -627,10 +639,11 @@ fn print(r: &Report) {
         );
         let on = &round.online;
         println!(
-            "  online compaction (limit {} MiB/s read): {:.1} MiB of log in {:.1} s = {:.1} \
-             MiB/s; versions {} -> {}",
+            "  online compaction (limit {} MiB/s read): {:.1} MiB of log in {:.1} s running \
+             ({:.1} s with the pauses) = {:.1} MiB/s; versions {} -> {}",
             on.read_mib_per_sec_limit,
             on.log_bytes as f64 / f64::from(1 << 20),
+            on.seconds_running,
             on.seconds,
             on.log_mib_per_sec,
             on.versions_before,
