@@ -131,7 +131,7 @@ pub fn options(shape: &Shape, base: DbOptions) -> DbOptions {
     }
 }
 
-/// Copies a data directory (its lock file left out).
+/// Copies a data directory (its lock file left out), every file fsynced.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     std::fs::create_dir_all(to).map_err(|e| e.to_string())?;
     for e in std::fs::read_dir(from).map_err(|e| e.to_string())? {
@@ -144,6 +144,11 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
             copy_tree(&e.path(), &target)?;
         } else {
             std::fs::copy(e.path(), &target).map_err(|e| e.to_string())?;
+            // Written back now, not by the flusher while a measurement
+            // runs on the copy.
+            std::fs::File::open(&target)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| format!("syncing {}: {e}", target.display()))?;
         }
     }
     Ok(())

@@ -415,6 +415,38 @@ fn online_compaction_runs_beside_commits_and_keeps_every_commit() {
     assert_eq!(report::verify(&dir).unwrap().history_from, horizon);
 }
 
+#[test]
+fn a_paused_compaction_waits_and_finishes_once_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let db = Arc::new(Database::open(&dir, options()).unwrap());
+    let (_, horizon) = workload(&db, 4);
+    db.pause_compaction(true);
+    assert!(db.compaction_stats().paused);
+    let compaction = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || db.compact(Horizon::At(horizon), None))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !db.compaction_stats().running {
+        assert!(Instant::now() < deadline, "the compaction never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let held = db.compaction_stats();
+    std::thread::sleep(Duration::from_millis(300));
+    let later = db.compaction_stats();
+    assert!(later.running && later.runs == 0, "{later:?}");
+    assert_eq!(held.done_bytes, later.done_bytes, "it went on while paused");
+    assert!(!compaction.is_finished());
+    db.pause_compaction(false);
+    let outcome = compaction.join().unwrap().unwrap();
+    assert!(matches!(outcome, Compacted::Done(_)), "{outcome:?}");
+    let stats = db.compaction_stats();
+    assert_eq!(stats.runs, 1);
+    assert!(!stats.paused && !stats.running);
+}
+
 /// The log's versions while the database runs: only the sealed segments
 /// and the active one up to its durable end are read (the active one is
 /// read through a copy, never mapped while written).

@@ -16,13 +16,19 @@
 //!    commits/s, each a replace of one random document; latency from each
 //!    commit's scheduled start to its acknowledgement, so a stall is not
 //!    hidden by the schedule slipping). First `--window-secs` without
-//!    compaction, then with online compaction running (the background
-//!    thread `convexd` starts, at `--compaction-rate` MiB/s), counting only
-//!    the commits that ended while it ran, then `--window-secs` without
-//!    again. The ratio of the p99 with compaction to the p99 of the two
-//!    windows without it is the figure the issue bounds (at most 1.2).
+//!    compaction; then online compaction (the background thread `convexd`
+//!    starts, at `--compaction-rate` MiB/s) runs to its end, paused and
+//!    resumed in alternating windows of 2 to 4 s (random lengths, so they
+//!    do not beat with ext4's 5 s journal commits); then `--window-secs`
+//!    without again. The ratio of the p99 of the commits that ended while
+//!    it ran to the p99 of those that ended while it was paused is the
+//!    figure the issue bounds (at most 1.2). The windows interleave
+//!    because this VM's disk drifts by several times within a minute: a
+//!    p99 from one stretch of time against one from another measured the
+//!    drift more than the compaction.
 //!
-//! Medians over the rounds close the report.
+//! Medians over the rounds, and every round's running and paused commits
+//! pooled, close the report.
 //!
 //! Every loop is bounded both by count and by time.
 
@@ -74,7 +80,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     rate: u32,
     /// Length of each window without compaction, in seconds.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, default_value_t = 10)]
     window_secs: u64,
     /// Online compaction's read rate, in MiB/s (convexd's default).
     #[arg(long, default_value_t = 16)]
@@ -91,7 +97,8 @@ struct Args {
     json: bool,
     /// Also write every commit of the last round as `end_us,latency_us`
     /// lines (since the load started) to this file, with the windows'
-    /// bounds as comment lines, to see when the slow ones happened.
+    /// ends and the compaction's progress as comment lines, to see when
+    /// the slow ones happened.
     #[arg(long)]
     trace: Option<PathBuf>,
 }
@@ -126,28 +133,44 @@ struct Round {
     offline: Offline,
     online: Online,
     commits: Commits,
+    /// The round's latencies while compaction ran and while it was
+    /// paused, for the pooled figures.
+    #[serde(skip)]
+    running_hist: Histogram<u64>,
+    #[serde(skip)]
+    paused_hist: Histogram<u64>,
 }
 
 #[derive(Debug, Serialize)]
 struct Medians {
     offline_log_mib_per_sec: f64,
     online_log_mib_per_sec: f64,
-    p50_before_us: f64,
     p99_before_us: f64,
-    p50_with_us: f64,
-    p99_with_us: f64,
-    p50_after_us: f64,
+    p50_running_us: f64,
+    p99_running_us: f64,
+    p50_paused_us: f64,
+    p99_paused_us: f64,
     p99_after_us: f64,
-    /// The median of the rounds' p99 ratios.
+    /// The median of the rounds' p99 ratios (running / paused).
     p99_ratio: f64,
     p50_ratio: f64,
+    /// Every round's commits together: the p99 while compaction ran, while
+    /// it was paused, and their ratio.
+    pooled_p99_running_us: f64,
+    pooled_p99_paused_us: f64,
+    pooled_p99_ratio: f64,
+    pooled_p50_ratio: f64,
 }
 
 #[derive(Debug, Serialize)]
 struct Online {
     read_mib_per_sec_limit: u64,
     log_bytes: u64,
+    /// From start to end, paused windows included.
     seconds: f64,
+    /// The running windows only.
+    seconds_running: f64,
+    /// Log bytes over the running windows' time.
     log_mib_per_sec: f64,
     versions_before: u64,
     versions_after: u64,
@@ -157,10 +180,16 @@ struct Online {
 struct Commits {
     writers: u16,
     rate: u32,
+    /// The window before compaction started, and the one after it ended.
     before: LatencySummary,
-    with_compaction: LatencySummary,
     after: LatencySummary,
-    /// p99 with compaction / p99 of both windows without it.
+    /// Commits that ended while compaction ran, and while it was paused,
+    /// in the interleaved windows.
+    running: LatencySummary,
+    paused: LatencySummary,
+    /// Interleaved windows of each kind.
+    windows: u32,
+    /// p99 running / p99 paused.
     p99_ratio: f64,
     p50_ratio: f64,
     /// Commits behind schedule by more than a second at the end of a
@@ -226,28 +255,39 @@ fn measure(args: &Args) -> Result<Report, String> {
 
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
-        let r = measure_round(args, &original, &copy, &ids)?;
+        let r = measure_round(args, round, &original, &copy, &ids)?;
         eprintln!(
             "round {round}: offline {:.1} MiB/s; online {:.1} MiB/s; commit p99 before {:.0} us, \
-             with {:.0} us, after {:.0} us: ratio {:.3}",
+             running {:.0} us, paused {:.0} us, after {:.0} us: ratio {:.3}",
             r.offline.log_mib_per_sec,
             r.online.log_mib_per_sec,
             r.commits.before.p99_us,
-            r.commits.with_compaction.p99_us,
+            r.commits.running.p99_us,
+            r.commits.paused.p99_us,
             r.commits.after.p99_us,
             r.commits.p99_ratio
         );
         rounds.push(r);
     }
     let med = |f: &dyn Fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    let (mut running, mut paused) = (latency_histogram(), latency_histogram());
+    for r in &rounds {
+        running.add(&r.running_hist).map_err(|e| e.to_string())?;
+        paused.add(&r.paused_hist).map_err(|e| e.to_string())?;
+    }
+    let (running, paused) = (summarize(&running), summarize(&paused));
     let median = Medians {
+        pooled_p99_running_us: running.p99_us,
+        pooled_p99_paused_us: paused.p99_us,
+        pooled_p99_ratio: running.p99_us / paused.p99_us.max(1e-9),
+        pooled_p50_ratio: running.p50_us / paused.p50_us.max(1e-9),
         offline_log_mib_per_sec: med(&|r| r.offline.log_mib_per_sec),
         online_log_mib_per_sec: med(&|r| r.online.log_mib_per_sec),
-        p50_before_us: med(&|r| r.commits.before.p50_us),
         p99_before_us: med(&|r| r.commits.before.p99_us),
-        p50_with_us: med(&|r| r.commits.with_compaction.p50_us),
-        p99_with_us: med(&|r| r.commits.with_compaction.p99_us),
-        p50_after_us: med(&|r| r.commits.after.p50_us),
+        p50_running_us: med(&|r| r.commits.running.p50_us),
+        p99_running_us: med(&|r| r.commits.running.p99_us),
+        p50_paused_us: med(&|r| r.commits.paused.p50_us),
+        p99_paused_us: med(&|r| r.commits.paused.p99_us),
         p99_after_us: med(&|r| r.commits.after.p99_us),
         p99_ratio: med(&|r| r.commits.p99_ratio),
         p50_ratio: med(&|r| r.commits.p50_ratio),
@@ -269,6 +309,7 @@ fn measure(args: &Args) -> Result<Report, String> {
 /// on another copy.
 fn measure_round(
     args: &Args,
+    round: u32,
     original: &Path,
     copy: &Path,
     ids: &[DocumentId],
@@ -279,16 +320,21 @@ fn measure_round(
     // Commit latency without, with and again without online compaction,
     // on a fresh copy.
     copy_tree(original, copy)?;
+    // Let the file system settle (journal commits, discards of the files
+    // just removed) before measuring.
+    std::thread::sleep(SETTLE);
     let dir = DataDir::open(copy).map_err(|e| e.to_string())?;
     let db = Arc::new(
         Database::open(&dir, options(&args.shape(), DbOptions::default())).map_err(db_err)?,
     );
     let window = Duration::from_secs(args.window_secs);
     let load = Load::start(Arc::clone(&db), ids.to_vec(), args);
-    load.run_for(Duration::from_secs(2)); // warm-up
+    load.run_for(Duration::from_secs(3)); // warm-up
     load.take("warm-up");
     load.run_for(window);
     let (before, behind_before) = load.take("before");
+    // It starts paused; the first window runs it.
+    db.pause_compaction(true);
     db.start_compaction(OnlineCompaction {
         keep_history: Duration::ZERO,
         read_bytes_per_sec: args.compaction_rate << 20,
@@ -306,16 +352,57 @@ fn measure_round(
         std::thread::sleep(Duration::from_millis(1));
     }
     load.take("until compaction started");
-    while db.compaction_stats().runs == 0 {
-        if Instant::now() > deadline {
-            return Err("online compaction did not finish in --compaction-secs-max".into());
+    let mut seen = (None, 0);
+    let (mut running, mut paused) = (latency_histogram(), latency_histogram());
+    let mut behind_with = false;
+    let mut windows = 0u32;
+    let mut running_time = Duration::ZERO;
+    let mut rng = StdRng::seed_from_u64(0x5eed ^ u64::from(round));
+    let mut finished = false;
+    while !finished {
+        windows += 1;
+        for pause in [false, true] {
+            db.pause_compaction(pause);
+            let window_started = Instant::now();
+            let ends = window_started + Duration::from_millis(rng.gen_range(2000..4000));
+            while Instant::now() < ends {
+                let stats = db.compaction_stats();
+                if stats.runs > 0 {
+                    finished = true;
+                    break;
+                }
+                if Instant::now() > deadline {
+                    db.pause_compaction(false);
+                    return Err("online compaction did not finish in --compaction-secs-max".into());
+                }
+                if let Some(e) = stats.last_error {
+                    return Err(format!("online compaction failed: {e}"));
+                }
+                // Its phases and every 16 MiB of progress, for the trace.
+                let now = (stats.phase, stats.done_bytes >> 24);
+                if now != seen {
+                    seen = now;
+                    load.mark(&format!(
+                        "compaction {} at {} MiB",
+                        stats.phase.map_or("idle", |p| p.as_str()),
+                        stats.done_bytes >> 20
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !pause {
+                running_time += window_started.elapsed();
+            }
+            let (h, behind) = load.take(if pause { "paused" } else { "running" });
+            behind_with |= behind;
+            let into = if pause { &mut paused } else { &mut running };
+            into.add(&h).map_err(|e| e.to_string())?;
+            if finished {
+                break;
+            }
         }
-        if let Some(e) = db.compaction_stats().last_error {
-            return Err(format!("online compaction failed: {e}"));
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
-    let (with, behind_with) = load.take("with compaction");
+    db.pause_compaction(false);
     let stats = db.compaction_stats();
     let last = stats.last.ok_or("no compaction report")?;
     load.run_for(window);
@@ -325,14 +412,11 @@ fn measure_round(
     drop(dir);
     std::fs::remove_dir_all(copy).map_err(|e| format!("removing {}: {e}", copy.display()))?;
 
-    let mut without = latency_histogram();
-    without.add(&before).map_err(|e| e.to_string())?;
-    without.add(&after).map_err(|e| e.to_string())?;
-    let (b, w, a, pooled) = (
+    let (b, a, on, off) = (
         summarize(&before),
-        summarize(&with),
         summarize(&after),
-        summarize(&without),
+        summarize(&running),
+        summarize(&paused),
     );
     Ok(Round {
         offline,
@@ -340,7 +424,10 @@ fn measure_round(
             read_mib_per_sec_limit: args.compaction_rate,
             log_bytes: last.frame_bytes_read,
             seconds: last.duration.as_secs_f64(),
-            log_mib_per_sec: last.log_bytes_per_sec() / f64::from(1 << 20),
+            seconds_running: running_time.as_secs_f64(),
+            log_mib_per_sec: last.frame_bytes_read as f64
+                / running_time.as_secs_f64().max(1e-9)
+                / f64::from(1 << 20),
             versions_before: last.writes_before,
             versions_after: last.writes_after,
         },
@@ -348,12 +435,16 @@ fn measure_round(
             writers: args.writers,
             rate: args.rate,
             before: b,
-            with_compaction: w,
             after: a,
-            p99_ratio: w.p99_us / pooled.p99_us.max(1e-9),
-            p50_ratio: w.p50_us / pooled.p50_us.max(1e-9),
+            running: on,
+            paused: off,
+            windows,
+            p99_ratio: on.p99_us / off.p99_us.max(1e-9),
+            p50_ratio: on.p50_us / off.p50_us.max(1e-9),
             fell_behind: behind_before || behind_with || behind_after,
         },
+        running_hist: running,
+        paused_hist: paused,
     })
 }
 
@@ -378,6 +469,10 @@ struct LoadShared {
     behind: AtomicBool,
 }
 
+/// Pause between preparing a round's directory and measuring on it: more
+/// than ext4's 5 s journal commit interval.
+const SETTLE: Duration = Duration::from_secs(6);
+
 /// Commits each writer makes at most (the bound on its loop besides time).
 const WRITER_COMMITS_MAX: u64 = 10_000_000;
 
@@ -401,7 +496,6 @@ impl Load {
                     let mut rng = StdRng::seed_from_u64(100 + u64::from(w));
                     // Writers start spread over one interval.
                     let mut next = Instant::now() + interval.mul_f64(f64::from(w) / 16.0);
-                    let mut local = latency_histogram();
                     for i in 0..WRITER_COMMITS_MAX {
                         if shared.stop.load(Ordering::Acquire) {
                             break;
@@ -424,7 +518,12 @@ impl Load {
                             }
                         }
                         let latency = next.elapsed();
-                        record_latency(&mut local, latency);
+                        // Straight into the window's histogram, so each
+                        // commit counts in the window it ended in.
+                        record_latency(
+                            &mut shared.latencies.lock().unwrap_or_else(|p| p.into_inner()),
+                            latency,
+                        );
                         if let Some(t) = &shared.trace {
                             let at = shared.started.elapsed().as_micros() as u64;
                             t.lock()
@@ -432,14 +531,7 @@ impl Load {
                                 .push((at, latency.as_micros() as u64));
                         }
                         next += interval;
-                        if i % 64 == 63 {
-                            let mut h = shared.latencies.lock().unwrap_or_else(|p| p.into_inner());
-                            let _ = h.add(&local);
-                            local.reset();
-                        }
                     }
-                    let mut h = shared.latencies.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = h.add(&local);
                     Ok(())
                 })
             })
@@ -452,6 +544,18 @@ impl Load {
 
     fn run_for(&self, d: Duration) {
         std::thread::sleep(d);
+    }
+
+    /// Notes an event in the trace.
+    fn mark(&self, label: &str) {
+        self.shared
+            .marks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((
+                label.to_string(),
+                self.shared.started.elapsed().as_micros() as u64,
+            ));
     }
 
     /// The latencies since the last call (and whether a writer fell
@@ -535,10 +639,11 @@ fn print(r: &Report) {
         );
         let on = &round.online;
         println!(
-            "  online compaction (limit {} MiB/s read): {:.1} MiB of log in {:.1} s = {:.1} \
-             MiB/s; versions {} -> {}",
+            "  online compaction (limit {} MiB/s read): {:.1} MiB of log in {:.1} s running \
+             ({:.1} s with the pauses) = {:.1} MiB/s; versions {} -> {}",
             on.read_mib_per_sec_limit,
             on.log_bytes as f64 / f64::from(1 << 20),
+            on.seconds_running,
             on.seconds,
             on.log_mib_per_sec,
             on.versions_before,
@@ -553,10 +658,12 @@ fn print(r: &Report) {
         };
         println!("  commits ({} writers, {} commits/s):", c.writers, c.rate);
         line("before", &c.before);
-        line("with compaction", &c.with_compaction);
+        line("running", &c.running);
+        line("paused", &c.paused);
         line("after", &c.after);
         println!(
-            "    p99 with / without: {:.3}  (p50: {:.3}){}",
+            "    p99 running / paused ({} windows each): {:.3}  (p50: {:.3}){}",
+            c.windows,
             c.p99_ratio,
             c.p50_ratio,
             if c.fell_behind {
@@ -569,14 +676,21 @@ fn print(r: &Report) {
     let md = &r.median;
     println!(
         "medians of {} rounds: offline {:.1} MiB/s, online {:.1} MiB/s; commit p99 before {:.1} \
-         us, with {:.1} us, after {:.1} us; p99 ratio {:.3}, p50 ratio {:.3}",
+         us, running {:.1} us, paused {:.1} us, after {:.1} us; p99 ratio {:.3}, p50 ratio \
+         {:.3}; all rounds' commits pooled: p99 running {:.1} us, paused {:.1} us, ratio {:.3} \
+         (p50 ratio {:.3})",
         r.rounds.len(),
         md.offline_log_mib_per_sec,
         md.online_log_mib_per_sec,
         md.p99_before_us,
-        md.p99_with_us,
+        md.p99_running_us,
+        md.p99_paused_us,
         md.p99_after_us,
         md.p99_ratio,
-        md.p50_ratio
+        md.p50_ratio,
+        md.pooled_p99_running_us,
+        md.pooled_p99_paused_us,
+        md.pooled_p99_ratio,
+        md.pooled_p50_ratio
     );
 }

@@ -45,7 +45,7 @@ pub const ONLINE_MIN_FRESH_BYTES_DEFAULT: u64 = 64 << 20;
 pub const ONLINE_CHECK_EVERY_DEFAULT: Duration = Duration::from_secs(60);
 /// Writeback of new segments is started every this many bytes (see
 /// `LogCompaction::writeback_every_bytes`), online and offline.
-const ONLINE_WRITEBACK_EVERY_BYTES: u64 = 1 << 20;
+const ONLINE_WRITEBACK_EVERY_BYTES: u64 = 256 << 10;
 const OFFLINE_WRITEBACK_EVERY_BYTES: u64 = 16 << 20;
 /// Online compaction logs its progress at most this often.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -288,6 +288,7 @@ pub fn compact_offline(
         read_bytes_per_sec: None,
         min_fresh_bytes: 0,
         dry_run: options.dry_run,
+        paused: None,
     };
     match compact_log(&dir.log_dir(), &job, None, progress)? {
         Compacted::Done(log) => {
@@ -345,6 +346,8 @@ pub struct CompactionStats {
     pub enabled: bool,
     /// Whether a compaction runs now, and where it is.
     pub running: bool,
+    /// Whether compactions wait (see [`Database::pause_compaction`]).
+    pub paused: bool,
     pub phase: Option<Phase>,
     pub done_bytes: u64,
     pub total_bytes: u64,
@@ -367,6 +370,8 @@ pub(super) struct CompactionState {
     lock: Mutex<()>,
     enabled: AtomicBool,
     running: AtomicBool,
+    /// Set by [`Database::pause_compaction`].
+    paused: Arc<AtomicBool>,
     /// `Phase as u8 + 1`, 0 when idle.
     phase: AtomicU8,
     done_bytes: AtomicU64,
@@ -412,6 +417,7 @@ impl CompactionState {
             history_from: Ts(self.history_from.load(Ordering::Acquire)),
             enabled: self.enabled.load(Ordering::Acquire),
             running: self.running.load(Ordering::Acquire),
+            paused: self.paused.load(Ordering::Acquire),
             phase: phase_of(self.phase.load(Ordering::Acquire)),
             done_bytes: self.done_bytes.load(Ordering::Relaxed),
             total_bytes: self.total_bytes.load(Ordering::Relaxed),
@@ -454,6 +460,7 @@ fn run_once(
         read_bytes_per_sec,
         min_fresh_bytes,
         dry_run: false,
+        paused: Some(Arc::clone(&state.paused)),
     };
     let mut last_log = Instant::now();
     let mut announced = false;
@@ -587,6 +594,17 @@ impl Database {
         read_bytes_per_sec: Option<u64>,
     ) -> Result<Compacted, DbError> {
         run_once(&self.shared, horizon, read_bytes_per_sec, 0)
+    }
+
+    /// Pauses (`true`) or resumes log compaction: a running one waits
+    /// between frames, holding what it has done, and the paused time does
+    /// not count against its rate; later ones start paused. (`compactbench`
+    /// alternates paused and running windows with it.)
+    pub fn pause_compaction(&self, paused: bool) {
+        self.shared
+            .compaction
+            .paused
+            .store(paused, Ordering::Release);
     }
 
     /// Figures of the log compactions.

@@ -28,8 +28,8 @@
 //!    new files are renamed into place and the replaced ones removed, then
 //!    `COMPACTION` is removed. A crash before the commit point leaves the
 //!    old segments (the temporary files are removed at the next open); a
-//!    crash after it is rolled forward at the next open. Nothing a reader
-//!    maps is modified: the segments read are unmapped before the swap.
+//!    crash after it is rolled forward at the next open. The segments are
+//!    read with plain reads, never mapped, so nothing mapped is replaced.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -38,6 +38,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,9 @@ pub struct LogCompaction {
     pub min_fresh_bytes: u64,
     /// Only count what would be written; write nothing.
     pub dry_run: bool,
+    /// While set, the work waits between frames (the paused time is not
+    /// counted against the rate).
+    pub paused: Option<Arc<AtomicBool>>,
 }
 
 /// Which part of a compaction is running, for progress reports.
@@ -311,6 +315,7 @@ struct Pace<'a> {
     started: Instant,
     consumed: u64,
     stop: Option<&'a AtomicBool>,
+    paused: Option<&'a AtomicBool>,
 }
 
 impl Pace<'_> {
@@ -319,6 +324,17 @@ impl Pace<'_> {
     fn account(&mut self, bytes: u64) -> Result<(), LogError> {
         if self.stop.is_some_and(|s| s.load(Ordering::Acquire)) {
             return Err(LogError::Interrupted);
+        }
+        if let Some(paused) = self.paused.filter(|p| p.load(Ordering::Acquire)) {
+            let since = Instant::now();
+            while paused.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(10));
+                if self.stop.is_some_and(|s| s.load(Ordering::Acquire)) {
+                    return Err(LogError::Interrupted);
+                }
+            }
+            // The rate's budget does not grow while paused.
+            self.started += since.elapsed();
         }
         self.consumed += bytes;
         if let Some(rate) = self.rate.filter(|r| *r > 0) {
@@ -479,6 +495,7 @@ fn compact_log_steps(
         started: Instant::now(),
         consumed: 0,
         stop,
+        paused: job.paused.as_deref(),
     };
     let mut report = LogCompactReport {
         horizon: job.horizon,
@@ -1212,6 +1229,7 @@ mod tests {
             read_bytes_per_sec: None,
             min_fresh_bytes: 0,
             dry_run: false,
+            paused: None,
         }
     }
 

@@ -411,38 +411,51 @@ pub struct WalkedSegment {
     pub last_ts: Option<Ts>,
 }
 
+/// Bytes `walk_sealed` reads from the file at a time.
+const WALK_READ_BYTES: usize = 256 << 10;
+
 /// Walks the frames of one sealed segment in order, checking each frame
 /// (both checksums, its watermark, timestamp order after `prev_ts`) just
-/// before handing it to `visit`, so that a reader pacing itself also paces
-/// its reads of the file; then checks that only zeros follow the last
-/// frame. Any damage is corruption (the segment is sealed). The caller
-/// passes an id below the writer's active segment (or holds the log
-/// closed), so the mapped file is never written.
+/// before handing it to `visit`, then checks that only zeros follow the
+/// last frame. Any damage is corruption (the segment is sealed). The file
+/// is read with plain reads of [`WALK_READ_BYTES`] into a reused buffer,
+/// not mapped: a reader pacing itself (online compaction) then also paces
+/// its I/O, and never unmaps anything while commits run. The caller passes
+/// an id below the writer's active segment (or holds the log closed), so
+/// the file is not being written.
 pub fn walk_sealed(
     log_dir: &Path,
     id: u64,
     prev_ts: Option<Ts>,
     visit: &mut dyn FnMut(RecordView<'_>) -> Result<(), LogError>,
 ) -> Result<WalkedSegment, LogError> {
+    use std::io::Read;
     let path = segment_path(log_dir, id);
     let corrupt = |offset: u64, reason: String| LogError::Corruption {
         segment: path.clone(),
         offset,
         reason,
     };
-    let file =
-        File::open(&path).map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-    let file_len = file
-        .metadata()
-        .map_err(|e| LogError::io(format!("reading metadata of {}", path.display()), e))?
-        .len();
-    if file_len == 0 {
-        return Err(corrupt(0, "the sealed segment is empty".into()));
-    }
-    let map = sys::map_readonly(&file)
-        .map_err(|e| LogError::io(format!("mapping {}", path.display()), e))?;
-    let bytes: &[u8] = &map;
-    let header = SegmentHeader::decode(bytes).map_err(|r| corrupt(0, r))?;
+    let io = |e: std::io::Error| LogError::io(format!("reading {}", path.display()), e);
+    let file = File::open(&path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut r = std::io::BufReader::with_capacity(WALK_READ_BYTES, file);
+    // Reads exactly `buf.len()` bytes, or reports how many there were.
+    let mut read = |buf: &mut [u8]| -> Result<usize, LogError> {
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Ok(n)
+    };
+    let mut hb = [0u8; SEGMENT_HEADER_LEN];
+    let n = read(&mut hb)?;
+    let header = SegmentHeader::decode(&hb[..n]).map_err(|r| corrupt(0, r))?;
     if header.segment_id != id {
         return Err(corrupt(
             16,
@@ -455,25 +468,50 @@ pub fn walk_sealed(
     let mut at = SEGMENT_HEADER_LEN as u64;
     let mut last_ts = prev_ts;
     let mut last_here = None;
+    let mut body = Vec::new();
     loop {
-        let rest = &bytes[at as usize..];
-        let head = &rest[..rest.len().min(FRAME_HEADER_LEN)];
-        if head.iter().all(|&b| b == 0) {
+        let mut fh = [0u8; FRAME_HEADER_LEN];
+        let n = read(&mut fh)?;
+        if fh[..n].iter().all(|&b| b == 0) {
             // The end of the data: only zeros may follow.
-            if let Some(p) = rest.iter().position(|&b| b != 0) {
-                return Err(corrupt(
-                    at + p as u64,
-                    "non-zero bytes after the last frame of a sealed segment".into(),
-                ));
+            let mut rest = vec![0u8; WALK_READ_BYTES];
+            let mut off = at + n as u64;
+            loop {
+                let k = read(&mut rest)?;
+                if let Some(p) = rest[..k].iter().position(|&b| b != 0) {
+                    return Err(corrupt(
+                        off + p as u64,
+                        "non-zero bytes after the last frame of a sealed segment".into(),
+                    ));
+                }
+                if k < rest.len() {
+                    break;
+                }
+                off += k as u64;
             }
             break;
         }
-        let h = match read_frame(bytes, at, Check::Checksums) {
-            Ok(h) => h,
-            Err(FrameProblem::Damaged(r) | FrameProblem::Undecodable(r)) => {
-                return Err(corrupt(at, format!("{r} in a sealed segment")))
-            }
-        };
+        if n < FRAME_HEADER_LEN {
+            return Err(corrupt(
+                at,
+                "frame header runs past the end of a sealed segment".into(),
+            ));
+        }
+        let h = FrameHeader::decode(&fh)
+            .map_err(|p| corrupt(at, format!("{p} in a sealed segment")))?;
+        body.resize(h.body_len as usize, 0);
+        if read(&mut body)? < body.len() {
+            return Err(corrupt(
+                at,
+                "frame body runs past the end of a sealed segment".into(),
+            ));
+        }
+        if crc32fast::hash(&body) != h.body_crc {
+            return Err(corrupt(
+                at,
+                "frame body checksum mismatch in a sealed segment".into(),
+            ));
+        }
         if h.synced_watermark > at {
             return Err(corrupt(
                 at,
@@ -493,14 +531,13 @@ pub fn walk_sealed(
         }
         last_ts = Some(h.ts);
         last_here = Some(h.ts);
-        let start = at as usize + FRAME_HEADER_LEN;
         visit(RecordView {
             segment_id: id,
             offset: at,
             header: h,
-            stored: &bytes[start..start + h.body_len as usize],
+            stored: &body,
         })?;
-        at += (FRAME_HEADER_LEN + h.body_len as usize) as u64;
+        at += (FRAME_HEADER_LEN + body.len()) as u64;
     }
     Ok(WalkedSegment {
         header,
