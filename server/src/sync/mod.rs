@@ -59,8 +59,14 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
     let link = Arc::new(SessionLink::default());
     let mut connected = false;
     let mut last_sent = Instant::now();
+    // Made once, not per wake-up: a socket task wakes for every message it
+    // sends, and a fresh timer and waiter each time cost more than the
+    // message. The ping timer is moved forward only when it fires.
+    let kill = link.kill.notified();
+    tokio::pin!(kill);
+    let ping = tokio::time::sleep_until(last_sent + PING_AFTER);
+    tokio::pin!(ping);
     loop {
-        let ping_at = last_sent + PING_AFTER;
         tokio::select! {
             incoming = socket.recv() => {
                 let text = match incoming {
@@ -142,7 +148,7 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
                         let write = async {
                             for text in batch {
                                 link.queued_bytes.fetch_sub(text.len(), std::sync::atomic::Ordering::Relaxed);
-                                socket.feed(Message::Text(text.into())).await?;
+                                socket.feed(Message::Text(text)).await?;
                             }
                             socket.flush().await
                         };
@@ -152,7 +158,7 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
                                     break;
                                 }
                             }
-                            () = link.kill.notified() => break,
+                            () = &mut kill => break,
                         }
                         last_sent = Instant::now();
                         if let Some(frame) = close {
@@ -175,18 +181,24 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
                     None => break,
                 }
             }
-            () = link.kill.notified() => {
+            () = &mut kill => {
                 let frame = link.close.lock().unwrap_or_else(|p| p.into_inner()).take();
                 let (code, reason) = frame.unwrap_or((1013, "SubscriptionsWorkerFullError".into()));
                 // The client may not be reading: do not wait for it long.
                 let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close_frame(code, &reason))).await;
                 break;
             }
-            () = tokio::time::sleep_until(ping_at) => {
-                if socket.send(Message::Text(protocol::PING.into())).await.is_err() {
-                    break;
+            () = &mut ping => {
+                let ping_at = last_sent + PING_AFTER;
+                if Instant::now() >= ping_at {
+                    if socket.send(Message::Text(protocol::PING.into())).await.is_err() {
+                        break;
+                    }
+                    last_sent = Instant::now();
+                    ping.as_mut().reset(last_sent + PING_AFTER);
+                } else {
+                    ping.as_mut().reset(ping_at);
                 }
-                last_sent = Instant::now();
             }
         }
     }
