@@ -129,37 +129,36 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, mut socket: WebSocket) {
                 match out {
                     Some(Outgoing::Text(text)) => {
                         // Everything queued goes out with one flush (one
-                        // write for many messages), up to a bound.
-                        let mut batch = vec![text];
-                        let mut close = None;
-                        while batch.len() < WRITE_BATCH {
-                            match out_rx.try_recv() {
-                                Ok(Outgoing::Text(t)) => batch.push(t),
-                                Ok(Outgoing::Close(frame)) => {
-                                    close = Some(frame);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        // A client that stops reading blocks these writes; the
-                        // hub then gives up on it (its queue fills) and the
+                        // write for many messages), up to a bound. A client
+                        // that stops reading blocks these writes; the hub
+                        // then gives up on it (its queue fills) and the
                         // socket is dropped without waiting any longer.
                         let write = async {
-                            for text in batch {
+                            let mut next = Some(text);
+                            let mut fed = 0;
+                            let mut close = None;
+                            while let Some(text) = next.take() {
                                 link.queued_bytes.fetch_sub(text.len(), std::sync::atomic::Ordering::Relaxed);
                                 socket.feed(Message::Text(text)).await?;
-                            }
-                            socket.flush().await
-                        };
-                        tokio::select! {
-                            sent = write => {
-                                if sent.is_err() {
-                                    break;
+                                fed += 1;
+                                if fed < WRITE_BATCH {
+                                    match out_rx.try_recv() {
+                                        Ok(Outgoing::Text(t)) => next = Some(t),
+                                        Ok(Outgoing::Close(frame)) => close = Some(frame),
+                                        Err(_) => {}
+                                    }
                                 }
                             }
+                            socket.flush().await?;
+                            Ok::<_, axum::Error>(close)
+                        };
+                        let close = tokio::select! {
+                            sent = write => match sent {
+                                Ok(close) => close,
+                                Err(_) => break,
+                            },
                             () = &mut kill => break,
-                        }
+                        };
                         last_sent = Instant::now();
                         if let Some(frame) = close {
                             let msg = match frame {
