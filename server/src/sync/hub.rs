@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::extract::ws::Utf8Bytes;
 use engine::db::Database;
 use engine::subs::{Invalidation, Invalidations, SubscriptionId};
 use engine::ts::Ts;
@@ -74,7 +75,9 @@ impl Identity {
 /// What the socket task sends.
 #[derive(Debug)]
 pub enum Outgoing {
-    Text(String),
+    /// A text message. Transitions that are identical for many sessions
+    /// (same versions, results and clock skew) share one buffer.
+    Text(Utf8Bytes),
     /// Close the socket: with a code and reason, or (after a FatalError or
     /// AuthError) without one.
     Close(Option<(u16, String)>),
@@ -255,6 +258,38 @@ struct Session {
     actions_in_flight: Arc<AtomicU64>,
 }
 
+/// What makes two sessions' Transitions in one cycle the same text (all
+/// but `serverTs`, which is when the text was written).
+#[derive(PartialEq, Eq, Hash)]
+struct TransitionShape {
+    start: StateVersion,
+    end: StateVersion,
+    /// `f64::to_bits` of the clock skew.
+    clock_skew: Option<u64>,
+    removed: Vec<u32>,
+    /// `(query id, result)`, by query id.
+    modified: Vec<(u32, SameResult)>,
+}
+
+/// A shared result compared by identity: within a cycle an entry's result
+/// is one `Arc`, and equal results in different entries are merely not
+/// shared.
+struct SameResult(Arc<str>);
+
+impl PartialEq for SameResult {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SameResult {}
+
+impl std::hash::Hash for SameResult {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0).cast::<u8>(), state);
+    }
+}
+
 struct MutationJob {
     request_id: u32,
     call: Call,
@@ -386,7 +421,7 @@ impl HubState {
                     )),
                 });
                 let text = protocol::mutation_response(request_id, &result, &outcome.log_lines);
-                if !self.push(key, Outgoing::Text(text)) {
+                if !self.push(key, Outgoing::Text(text.into())) {
                     return;
                 }
                 if let (Ok((_, ts)), Some(s)) = (&result, self.sessions.get_mut(&key)) {
@@ -407,7 +442,7 @@ impl HubState {
                     &split_error(&outcome),
                     &outcome.log_lines,
                 );
-                self.push(key, Outgoing::Text(text));
+                self.push(key, Outgoing::Text(text.into()));
             }
             Cmd::InvalidateAll => {
                 for (key, entry) in self.queries.iter_mut() {
@@ -489,7 +524,7 @@ impl HubState {
                     Err(message) => {
                         let text =
                             protocol::mutation_response(request_id, &Err((message, None)), &[]);
-                        self.push(key, Outgoing::Text(text));
+                        self.push(key, Outgoing::Text(text.into()));
                         return Ok(());
                     }
                 };
@@ -524,7 +559,7 @@ impl HubState {
                         Err(message) => {
                             let text =
                                 protocol::action_response(request_id, &Err((message, None)), &[]);
-                            self.push(key, Outgoing::Text(text));
+                            self.push(key, Outgoing::Text(text.into()));
                             return Ok(());
                         }
                     };
@@ -786,7 +821,7 @@ impl HubState {
         if let Some(session) = self.sessions.get(&key) {
             tracing::info!(session = %session.session_id, error, "sync protocol error");
         }
-        if self.push(key, Outgoing::Text(protocol::fatal_error(error))) {
+        if self.push(key, Outgoing::Text(protocol::fatal_error(error).into())) {
             self.push(key, Outgoing::Close(None));
         }
         self.drop_session(key);
@@ -795,7 +830,7 @@ impl HubState {
     fn auth_error(&mut self, key: SessionKey, error: &str, base_version: u32) {
         if self.push(
             key,
-            Outgoing::Text(protocol::auth_error(error, base_version, true)),
+            Outgoing::Text(protocol::auth_error(error, base_version, true).into()),
         ) {
             self.push(key, Outgoing::Close(None));
         }
@@ -838,8 +873,9 @@ impl HubState {
             self.epoch_text = Arc::from(protocol::encode_ts(t));
         }
         let dirty: Vec<SessionKey> = self.dirty.drain().collect();
+        let mut shared = HashMap::new();
         for key in dirty {
-            self.send_transition(key, t);
+            self.send_transition(key, t, &mut shared);
         }
     }
 
@@ -919,7 +955,16 @@ impl HubState {
         }
     }
 
-    fn send_transition(&mut self, key: SessionKey, t: Ts) {
+    /// Queues session `key`'s Transition ending at `t`. Its text is looked
+    /// up in `shared` by [`TransitionShape`] first: the sessions watching
+    /// the same results from the same versions get one buffer between
+    /// them, written once.
+    fn send_transition(
+        &mut self,
+        key: SessionKey,
+        t: Ts,
+        shared: &mut HashMap<TransitionShape, Vec<Utf8Bytes>>,
+    ) {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -928,16 +973,7 @@ impl HubState {
             identity: session.identity_version,
             ts: t,
         };
-        let mut text =
-            protocol::transition_head(session.sent, &session.sent_ts_text, end, &self.epoch_text);
-        let mut first = true;
-        for query_id in session.removed.drain(..) {
-            if !first {
-                text.push(',');
-            }
-            first = false;
-            text.push_str(&protocol::query_removed(query_id));
-        }
+        let mut modified = Vec::new();
         for (query_id, q) in session.queries.iter_mut() {
             let entry = &self.queries[&q.key];
             let Some(result) = &entry.result else {
@@ -947,22 +983,61 @@ impl HubState {
                 continue;
             }
             q.sent_version = entry.version;
-            if !first {
-                text.push(',');
-            }
-            first = false;
-            protocol::query_modification(&mut text, *query_id, result);
+            modified.push((*query_id, SameResult(Arc::clone(result))));
         }
-        protocol::transition_tail(&mut text, session.clock_skew, now_ns());
+        // The order of a session's modifications is free (each names its
+        // own query); sorted, equal sets read as equal shapes.
+        modified.sort_unstable_by_key(|(query_id, _)| *query_id);
+        let shape = TransitionShape {
+            start: session.sent,
+            end,
+            clock_skew: session.clock_skew.map(f64::to_bits),
+            removed: std::mem::take(&mut session.removed),
+            modified,
+        };
+        let start_ts_text =
+            std::mem::replace(&mut session.sent_ts_text, Arc::clone(&self.epoch_text));
+        let clock_skew = session.clock_skew;
         session.sent = end;
-        session.sent_ts_text = Arc::clone(&self.epoch_text);
         if session.owed_ts.is_some_and(|ts| ts <= t) {
             session.owed_ts = None;
             self.owed.remove(&key);
         }
-        self.transition_ids += 1;
-        for part in protocol::chunk_transition(text, self.transition_ids) {
-            if !self.push(key, Outgoing::Text(part)) {
+        let parts = match shared.entry(shape) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let shape = v.key();
+                let mut text =
+                    protocol::transition_head(shape.start, &start_ts_text, end, &self.epoch_text);
+                let mut first = true;
+                for query_id in &shape.removed {
+                    if !first {
+                        text.push(',');
+                    }
+                    first = false;
+                    text.push_str(&protocol::query_removed(*query_id));
+                }
+                for (query_id, result) in &shape.modified {
+                    if !first {
+                        text.push(',');
+                    }
+                    first = false;
+                    protocol::query_modification(&mut text, *query_id, &result.0);
+                }
+                // `serverTs` is when this text was written, for every
+                // session it goes to.
+                protocol::transition_tail(&mut text, clock_skew, now_ns());
+                self.transition_ids += 1;
+                v.insert(
+                    protocol::chunk_transition(text, self.transition_ids)
+                        .into_iter()
+                        .map(Utf8Bytes::from)
+                        .collect(),
+                )
+            }
+        };
+        for part in parts.iter() {
+            if !self.push(key, Outgoing::Text(part.clone())) {
                 return;
             }
         }

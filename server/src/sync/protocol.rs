@@ -87,7 +87,7 @@ pub fn decode_ts(s: &str) -> Result<Ts, String> {
 }
 
 /// `{querySet, identity, ts}`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StateVersion {
     pub query_set: u32,
     pub identity: u32,
