@@ -4,39 +4,16 @@
 //! what was written, in text and JSON; a missing directory and a directory
 //! held by another process are refused with clear messages.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{json_lines, logtool, text};
 use engine::dir::DataDir;
 use engine::id::{DocumentId, InternalId, TableNumber};
 use engine::log::{scan_log, Check, DocumentWrite, Log, LogOptions};
 use engine::ts::Ts;
 use engine::value::{Object, Value};
-
-fn logtool(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_logtool"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Each line of stdout parsed as JSON.
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn write_log(data: &Path, n: u32) -> Vec<Ts> {
     let dir = DataDir::open(data).unwrap();

@@ -6,38 +6,17 @@
 //! shows what is left; bad input and a busy directory are refused with
 //! messages that say what was wrong.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+use std::process::Output;
+
+use common::{json_lines, logtool, text};
 use engine::db::{Database, DbOptions};
 use engine::dir::DataDir;
 use engine::id::DocumentId;
 use engine::log::LogOptions;
 use engine::value::{Object, Value};
-
-fn logtool(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_logtool"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// 60 messages, each replaced 9 times (so 90% of the versions are
 /// superseded), 6 of them deleted half way; small segments so most are
