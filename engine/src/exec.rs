@@ -199,6 +199,9 @@ pub struct QueryStream {
     consumed: Option<Vec<u8>>,
     /// Identifies the source for cursors.
     fingerprint: u64,
+    /// A filter's failure met by [`QueryStream::next_batch`] after it had
+    /// taken documents: the next call's result.
+    failed: Option<EvalError>,
 }
 
 impl QueryStream {
@@ -253,18 +256,71 @@ impl QueryStream {
             pipeline: Pipeline::new(&query.operators),
             consumed: None,
             fingerprint: fingerprint(table, index, range, order),
+            failed: None,
         })
     }
 
     /// The next document of the query, or `None` when there are no more.
     /// A filter that fails to evaluate is an error, with its message.
     pub fn next(&mut self, tx: &mut Transaction<'_>) -> Result<Option<Doc>, ExecError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e.into());
+        }
         while let Some(doc) = self.next_source(tx, None)? {
             if self.pipeline.admit(&doc)? {
                 return Ok(Some(doc));
             }
         }
         Ok(None)
+    }
+
+    /// The next documents of the query, as many as [`QueryStream::next`]
+    /// would give one by one without reading the index again: at least one
+    /// (reading the index as `next` does) unless the query is done, then
+    /// every further one already fetched, up to `max_docs` documents or
+    /// until their sizes reach `max_bytes`. The flag says whether the
+    /// query is done after them (`next` would give `None`).
+    ///
+    /// It reads (and records in the read set) exactly what calling `next`
+    /// as often would: only the first document may fetch. A filter that
+    /// fails after some documents were taken ends the batch early; the
+    /// failure is then the next call's, as it would be `next`'s.
+    pub fn next_batch(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        max_docs: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Doc>, bool), ExecError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e.into());
+        }
+        let mut out: Vec<Doc> = Vec::new();
+        let mut bytes = 0usize;
+        loop {
+            if self.pipeline.is_exhausted() || self.at_end() {
+                return Ok((out, true));
+            }
+            let fetch_needed = self.buffer.is_empty();
+            if !out.is_empty() && (fetch_needed || out.len() >= max_docs || bytes >= max_bytes) {
+                return Ok((out, false));
+            }
+            let Some(doc) = self.next_source(tx, None)? else {
+                return Ok((out, true));
+            };
+            let size = object_size(&doc);
+            match self.pipeline.admit(&doc) {
+                Ok(true) => {
+                    bytes += size;
+                    out.push(doc);
+                }
+                Ok(false) => {}
+                Err(e) if out.is_empty() => return Err(e.into()),
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Ok((out, false));
+                }
+            }
+        }
     }
 
     /// Whether the index has nothing left to give.

@@ -266,6 +266,103 @@ fn a_stream_that_stops_early_reads_only_what_it_used() {
     env.db.commit(tx).unwrap();
 }
 
+/// A document's `n`, whatever its type.
+fn label(d: &Doc) -> String {
+    format!("{:?}", d.get("n"))
+}
+
+/// What a stream gives when asked one document at a time: each answer
+/// (a document's `n`, or a failure's message) until `None` or `most`
+/// answers.
+fn one_by_one(
+    tx: &mut Transaction<'_>,
+    stream: &mut QueryStream,
+    most: usize,
+) -> Vec<Result<String, String>> {
+    let mut out = Vec::new();
+    while out.len() < most {
+        match stream.next(tx) {
+            Ok(Some(d)) => out.push(Ok(label(&d))),
+            Ok(None) => break,
+            Err(e) => out.push(Err(e.to_string())),
+        }
+    }
+    out
+}
+
+#[test]
+fn batches_give_and_read_exactly_what_one_by_one_calls_would() {
+    let env = open();
+    insert_items(&env.db, (0..400).map(f64::from));
+    // A document the arithmetic filters below fail on, in the middle.
+    let mut tx = env.db.begin();
+    let mut odd = Object::new();
+    odd.insert("n".into(), Value::String("x".into()));
+    tx.insert("items", odd).unwrap();
+    env.db.commit(tx).unwrap();
+    insert_items(&env.db, (400..600).map(f64::from));
+
+    let mut rng = StdRng::seed_from_u64(11);
+    for round in 0..300 {
+        let mut ops: Vec<serde_json::Value> = Vec::new();
+        for _ in 0..rng.gen_range(0..4) {
+            ops.push(match rng.gen_range(0..4) {
+                0 => json!({"filter": n_mod(f64::from(rng.gen_range(2..40)), 1.0)}),
+                1 => json!({"filter": {"$gte": [
+                    {"$add": [{"$field": "n"}, {"$literal": 0.0}]},
+                    {"$literal": f64::from(rng.gen_range(0..600))}]}}),
+                2 => json!({"filter": {"$neq": [{"$field": "n"}, {"$literal": 3.0}]}}),
+                _ => json!({"limit": rng.gen_range(0..700)}),
+            });
+        }
+        let order = if rng.gen_bool(0.5) { "asc" } else { "desc" };
+        let q = query(json!({
+            "source": {"type": "FullTableScan", "tableName": "items", "order": order},
+            "operators": ops,
+        }));
+        let max_docs = rng.gen_range(1..200);
+        let max_bytes = if rng.gen_bool(0.3) { 1 } else { 1 << 20 };
+        // Stop after a random number of batches (the function stops
+        // iterating), or run to the end.
+        let batches = if rng.gen_bool(0.5) { rng.gen_range(1..6) } else { usize::MAX };
+
+        let mut tx = env.db.begin();
+        let mut stream = QueryStream::new(&mut tx, &q).unwrap();
+        let mut got: Vec<Result<String, String>> = Vec::new();
+        let mut done = false;
+        for _ in 0..batches.min(10_000) {
+            match stream.next_batch(&mut tx, max_docs, max_bytes) {
+                Ok((docs, d)) => {
+                    assert!(docs.len() <= max_docs, "round {round}");
+                    assert!(!docs.is_empty() || d, "round {round}: an empty batch not done");
+                    got.extend(docs.iter().map(|d| Ok(label(d))));
+                    done = d;
+                }
+                Err(e) => got.push(Err(e.to_string())),
+            }
+            if done {
+                break;
+            }
+        }
+        let batch_reads = tx.read_set().to_vec();
+        drop(stream);
+        drop(tx);
+
+        let mut tx = env.db.begin();
+        let mut stream = QueryStream::new(&mut tx, &q).unwrap();
+        let want = one_by_one(&mut tx, &mut stream, got.len());
+        assert_eq!(got, want, "round {round}: {q:?}");
+        if done {
+            // The call that tells one by one that there is no more.
+            assert!(
+                matches!(stream.next(&mut tx), Ok(None)),
+                "round {round}: done, but one by one there is more"
+            );
+        }
+        assert_eq!(batch_reads, tx.read_set(), "round {round}: {q:?} read differently");
+    }
+}
+
 #[test]
 fn ascending_and_descending() {
     let env = open();

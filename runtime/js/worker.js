@@ -855,6 +855,10 @@ function syscallRefusal() {
 function syscall(op, argsText) {
   const refused = syscallRefusal();
   if (refused !== null) throw new RealError(refused);
+  if (op === "1.0/queryCleanup") {
+    const local = cleanupLocally(String(argsText));
+    if (local !== null) return local;
+  }
   const reply = roundTrip(String(op), String(argsText), false);
   if (reply.error !== undefined) {
     call.syscallFailed = true;
@@ -866,7 +870,14 @@ function syscall(op, argsText) {
 function asyncSyscall(op, argsText) {
   const refused = syscallRefusal();
   if (refused !== null) return RealPromise.reject(new RealError(refused));
-  const reply = roundTrip(String(op), String(argsText), true);
+  if (op === "1.0/queryStreamNext") {
+    const id = streamIdOf(String(argsText));
+    if (id !== null) return nextFromBatch(id, String(argsText));
+  }
+  return settledReply(roundTrip(String(op), String(argsText), true));
+}
+
+function settledReply(reply) {
   if (reply.error !== undefined) {
     call.syscallFailed = true;
     const err = new RealError(reply.error.message);
@@ -874,6 +885,70 @@ function asyncSyscall(op, argsText) {
     return RealPromise.reject(err);
   }
   return RealPromise.resolve(reply.ok);
+}
+
+// Query streams. `query.collect()` / `take(n)` call `1.0/queryStreamNext`
+// once per document and once more for `done`, and `queryCleanup` after it:
+// a round trip to the host each. Instead the first `queryStreamNext` asks
+// the host for `shim/queryStreamNextBatch`: the answers the next calls
+// would get, as many as the stream has already read from the index (the
+// host reads nothing more for them, so the read set is what one-by-one
+// calls would record). They are handed out one per call, unchanged; a
+// `queryCleanup` after the host closed the stream (its `done` was in the
+// batch) is answered here with what the host would have said.
+
+// The stream id of `{"queryId": n}`, or null for anything else (which goes
+// to the host as it is, to be refused there).
+function streamIdOf(argsText) {
+  let args;
+  try {
+    args = JSONparse(argsText);
+  } catch {
+    return null;
+  }
+  if (args === null || typeof args !== "object" || Array.isArray(args)) return null;
+  const keys = Object.keys(args);
+  if (keys.length !== 1 || keys[0] !== "queryId") return null;
+  const id = args.queryId;
+  return Number.isInteger(id) && id >= 0 && id <= 0xffffffff ? id : null;
+}
+
+function nextFromBatch(id, argsText) {
+  let ahead = call.ahead.get(id);
+  if (ahead === undefined) {
+    const reply = roundTrip("shim/queryStreamNextBatch", argsText, true);
+    if (reply.error !== undefined) return settledReply(reply);
+    const { values, done } = JSONparse(reply.ok);
+    const texts = [];
+    for (let i = 0; i < values.length; i++) {
+      texts[i] = `{"value":${JSONstringify(values[i])},"done":false}`;
+    }
+    if (done) texts[values.length] = `{"value":null,"done":true}`;
+    ahead = { texts, at: 0, closed: done };
+    call.ahead.set(id, ahead);
+  }
+  const text = ahead.texts[ahead.at++];
+  if (ahead.at === ahead.texts.length) {
+    call.ahead.delete(id);
+    if (ahead.closed) call.finished.add(id);
+  }
+  return RealPromise.resolve(text);
+}
+
+// `queryCleanup`'s answer when the host already closed the stream, else
+// null (ask the host).
+function cleanupLocally(argsText) {
+  const id = streamIdOf(argsText);
+  if (id === null) return null;
+  const ahead = call.ahead.get(id);
+  if (ahead !== undefined) {
+    call.ahead.delete(id);
+    // Still open as far as the function knows: the host would say true.
+    if (ahead.closed) return "true";
+    return null;
+  }
+  if (call.finished.delete(id)) return "false";
+  return null;
 }
 
 function bytesToBase64(bytes) {
@@ -1052,6 +1127,10 @@ function beginCall(kind, msg) {
     timers: new Set(),
     aborts: new Set(),
     syscallFailed: false,
+    // Query streams read ahead (see `nextFromBatch`): queryId -> {texts,
+    // at, closed}, and the ids whose `done` answer was handed out.
+    ahead: new Map(),
+    finished: new Set(),
   };
   fakeTimerId = 0;
   consoleTimers.clear();

@@ -218,9 +218,7 @@ fn queries_and_mutations_read_and_write_through_syscalls() {
         ops,
         [
             ("1.0/queryStream", false),
-            ("1.0/queryStreamNext", true),
-            ("1.0/queryStreamNext", true),
-            ("1.0/queryCleanup", false)
+            ("shim/queryStreamNextBatch", true),
         ]
     );
 
@@ -247,6 +245,58 @@ fn queries_and_mutations_read_and_write_through_syscalls() {
     // A path without an export runs the default export.
     let out = run(&rt, &mut h, "messages", UdfType::Query, json!({}));
     assert_eq!(ok(&out), "the default export");
+}
+
+/// `queryStreamNext` answers come from `shim/queryStreamNextBatch`, one
+/// round trip per batch; `queryCleanup` reaches the host only while the
+/// host still holds the stream.
+#[test]
+fn query_streams_are_read_in_batches() {
+    let rt = shared_runtime();
+    let modules = fixture_modules();
+    let store = Store::default();
+    let mut h = TestHandler::new(&rt, &modules, &store);
+    for body in ["a", "b", "c", "d", "e"] {
+        let out = run(
+            &rt,
+            &mut h,
+            "messages:send",
+            UdfType::Mutation,
+            json!({"author": "ann", "body": body}),
+        );
+        ok(&out);
+    }
+    h.calls.clear();
+    let out = run(&rt, &mut h, "messages:partial", UdfType::Query, json!({}));
+    assert_eq!(
+        ok(&out),
+        &json!({"seen": ["a", "b", "c"], "all": ["a", "b", "c", "d", "e"], "first": "a"})
+    );
+    let ops: Vec<(&str, &Value)> = h
+        .calls
+        .iter()
+        .map(|c| (c.op.as_str(), &c.args))
+        .collect();
+    let batch = "shim/queryStreamNextBatch";
+    assert_eq!(
+        ops,
+        [
+            ("1.0/queryStream", &h.calls[0].args),
+            (batch, &json!({"queryId": 0})),
+            (batch, &json!({"queryId": 0})),
+            // Stopped after "c" with "d" still unread: the host holds it.
+            ("1.0/queryCleanup", &json!({"queryId": 0})),
+            ("1.0/queryStream", &h.calls[4].args),
+            (batch, &json!({"queryId": 1})),
+            (batch, &json!({"queryId": 1})),
+            // "e" and the end: the host closed it, so no cleanup.
+            (batch, &json!({"queryId": 1})),
+            // `first()`: a limit of 1, so "a" and the end in one answer.
+            ("1.0/queryStream", &h.calls[8].args),
+            (batch, &json!({"queryId": 2})),
+        ]
+    );
+    assert!(h.streams.is_empty(), "every stream closed: {:?}", h.streams);
 }
 
 #[test]

@@ -109,6 +109,8 @@ pub struct TestHandler {
     pub calls: Vec<Recorded>,
     pub streams: BTreeMap<u64, Vec<Value>>,
     pub next_query_id: u64,
+    /// Most documents in one `shim/queryStreamNextBatch` answer.
+    pub stream_batch: usize,
     /// Sleep this long in every `1.0/get` (time a syscall takes must not
     /// count against the function).
     pub get_delay: Duration,
@@ -125,6 +127,7 @@ impl TestHandler {
             calls: Vec::new(),
             streams: BTreeMap::new(),
             next_query_id: 0,
+            stream_batch: 2,
             get_delay: Duration::ZERO,
             on_get: None,
         }
@@ -184,9 +187,18 @@ impl SyscallHandler for TestHandler {
             "1.0/queryStream" => {
                 let table = args["query"]["source"]["tableName"].as_str().unwrap_or("");
                 let docs = self.store.docs.lock().unwrap();
+                // Limits apply; filters and order are not modelled.
+                let limit = args["query"]["operators"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|op| op["limit"].as_u64())
+                    .min()
+                    .unwrap_or(u64::MAX);
                 let rows: Vec<Value> = docs
                     .values()
                     .filter(|d| d["_table"] == table)
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
                     .map(strip_table)
                     .collect();
                 let id = self.next_query_id;
@@ -205,6 +217,20 @@ impl SyscallHandler for TestHandler {
                 } else {
                     Ok(json!({ "value": rows.remove(0), "done": false }))
                 }
+            }
+            "shim/queryStreamNextBatch" => {
+                let id = args["queryId"].as_u64().unwrap();
+                let rows = self
+                    .streams
+                    .get_mut(&id)
+                    .ok_or_else(|| SyscallError::new("in-progress query not found"))?;
+                let n = rows.len().min(self.stream_batch);
+                let values: Vec<Value> = rows.drain(..n).collect();
+                let done = rows.is_empty();
+                if done {
+                    self.streams.remove(&id);
+                }
+                Ok(json!({ "values": values, "done": done }))
             }
             "1.0/shallowMerge" | "1.0/replace" | "1.0/remove" => {
                 let id = args["id"].as_str().unwrap_or("");
