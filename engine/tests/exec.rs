@@ -324,7 +324,11 @@ fn batches_give_and_read_exactly_what_one_by_one_calls_would() {
         let max_bytes = if rng.gen_bool(0.3) { 1 } else { 1 << 20 };
         // Stop after a random number of batches (the function stops
         // iterating), or run to the end.
-        let batches = if rng.gen_bool(0.5) { rng.gen_range(1..6) } else { usize::MAX };
+        let batches = if rng.gen_bool(0.5) {
+            rng.gen_range(1..6)
+        } else {
+            usize::MAX
+        };
 
         let mut tx = env.db.begin();
         let mut stream = QueryStream::new(&mut tx, &q).unwrap();
@@ -334,7 +338,10 @@ fn batches_give_and_read_exactly_what_one_by_one_calls_would() {
             match stream.next_batch(&mut tx, max_docs, max_bytes) {
                 Ok((docs, d)) => {
                     assert!(docs.len() <= max_docs, "round {round}");
-                    assert!(!docs.is_empty() || d, "round {round}: an empty batch not done");
+                    assert!(
+                        !docs.is_empty() || d,
+                        "round {round}: an empty batch not done"
+                    );
                     got.extend(docs.iter().map(|d| Ok(label(d))));
                     done = d;
                 }
@@ -359,7 +366,11 @@ fn batches_give_and_read_exactly_what_one_by_one_calls_would() {
                 "round {round}: done, but one by one there is more"
             );
         }
-        assert_eq!(batch_reads, tx.read_set(), "round {round}: {q:?} read differently");
+        assert_eq!(
+            batch_reads,
+            tx.read_set(),
+            "round {round}: {q:?} read differently"
+        );
     }
 }
 

@@ -272,11 +272,7 @@ fn query_streams_are_read_in_batches() {
         ok(&out),
         &json!({"seen": ["a", "b", "c"], "all": ["a", "b", "c", "d", "e"], "first": "a"})
     );
-    let ops: Vec<(&str, &Value)> = h
-        .calls
-        .iter()
-        .map(|c| (c.op.as_str(), &c.args))
-        .collect();
+    let ops: Vec<(&str, &Value)> = h.calls.iter().map(|c| (c.op.as_str(), &c.args)).collect();
     let batch = "shim/queryStreamNextBatch";
     assert_eq!(
         ops,
