@@ -673,8 +673,13 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
         }
         pause::point("commit:appended");
     }
-    // Drop what no running transaction can conflict with.
-    let oldest = shared.oldest_active().unwrap_or(shared.snapshot_ts());
+    // Drop what no running transaction can conflict with. The published
+    // timestamp is read first: a transaction that begins after the look at
+    // the active ones begins at it or later. (Read after, it could have
+    // moved past a transaction beginning in between, and the commits it
+    // must be validated against would be dropped: a lost update.)
+    let published = shared.snapshot_ts();
+    let oldest = shared.oldest_active().unwrap_or(published);
     while committer.window.front().is_some_and(|c| c.ts <= oldest) {
         committer.window.pop_front();
     }
