@@ -369,6 +369,8 @@ struct CommitRequest {
     writes: Vec<(DocumentId, Option<Doc>)>,
     /// The log record of `writes`.
     record: PreparedRecord,
+    /// When it was queued (commit tracing only).
+    enqueued_at: Option<Instant>,
 }
 
 /// A registered snapshot (see [`Shared::end`]), ended on drop.
@@ -438,6 +440,8 @@ struct WaiterState {
     waker: Option<Waker>,
     /// The task stopped waiting (its future was dropped).
     abandoned: bool,
+    /// When the outcome was delivered (commit tracing only).
+    completed_at: Option<Instant>,
 }
 
 impl Waiter {
@@ -460,6 +464,7 @@ impl Waiter {
             return Some(outcome);
         }
         st.outcome = Some(outcome);
+        st.completed_at = crate::trace::now();
         let waker = st.waker.take();
         drop(st);
         if let Some(t) = &self.thread {
@@ -536,6 +541,11 @@ impl std::future::Future for CommitFuture<'_> {
                     return Poll::Ready(result);
                 }
                 Some(Outcome::Committed(ts, relay)) => {
+                    if let Some(t) = st.completed_at {
+                        let c = &crate::trace::COUNTERS;
+                        crate::trace::add(&c.wake_ns, t.elapsed().as_nanos() as u64);
+                        crate::trace::add(&c.woken, 1);
+                    }
                     drop(st);
                     if let Some(relay) = relay {
                         relay.wake(RELAY_FANOUT);
@@ -597,6 +607,15 @@ const LEAD_ROUNDS: usize = 8;
 /// are completed at once; the rest go to the log as one group, which the
 /// log writer publishes once durable ([`finish_group`]).
 fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) {
+    let started = crate::trace::now();
+    if let Some(t0) = started {
+        let waited: u64 = batch
+            .iter()
+            .filter_map(|(r, _)| r.enqueued_at)
+            .map(|t| crate::trace::nanos(t, t0))
+            .sum();
+        crate::trace::add(&crate::trace::COUNTERS.leader_wait_ns, waited);
+    }
     let mut committed = Vec::with_capacity(batch.len());
     let mut new_indexes = Vec::new();
     let mut committer = shared.committer.lock().unwrap_or_else(|p| p.into_inner());
@@ -653,7 +672,16 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
                 .collect();
             Box::new(move |durable| finish_group(&shared, committed, written, new_indexes, durable))
         };
-        match shared.log.append_group_at(records, on_durable) {
+        let n = records.len() as u64;
+        let appended = shared.log.append_group_at(records, on_durable);
+        if let Some(t0) = started {
+            let c = &crate::trace::COUNTERS;
+            let took = t0.elapsed().as_nanos() as u64;
+            crate::trace::add(&c.leader_groups, 1);
+            crate::trace::add(&c.leader_group_ns, took);
+            crate::trace::add(&c.group_ns, took * n);
+        }
+        match appended {
             Ok(()) => {
                 shared
                     .gc
@@ -694,6 +722,7 @@ fn finish_group(
     new_indexes: Vec<IndexId>,
     durable: Result<Ts, LogError>,
 ) {
+    let started = crate::trace::now();
     match durable {
         Ok(last) => {
             pause::point("commit:durable");
@@ -721,6 +750,12 @@ fn finish_group(
                 committed.into_iter().partition(|(w, _)| w.thread.is_some());
             for (waiter, ts) in tasks {
                 let _ = waiter.complete(Outcome::Committed(ts, None));
+                if let Some(t0) = started {
+                    crate::trace::add(
+                        &crate::trace::COUNTERS.callback_ns,
+                        t0.elapsed().as_nanos() as u64,
+                    );
+                }
             }
             if !threads.is_empty() {
                 Arc::new(Relay {
@@ -1157,6 +1192,7 @@ impl Database {
             reads: std::mem::take(&mut tx.reads),
             writes,
             record,
+            enqueued_at: crate::trace::now(),
         };
         let waiter = Arc::new(Waiter::new(thread));
         let lead = {
