@@ -729,13 +729,23 @@ fn finish_group(
             shared.published.fetch_max(last.0, Ordering::AcqRel);
             pause::point("commit:published");
             // Subscriptions hear of commits only once they are published,
-            // in order (groups finish in timestamp order, on this thread).
-            if let Some(feed) = &*shared
-                .subscription_feed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-            {
-                let _ = feed.send(written);
+            // in order (groups finish in timestamp order, on this thread),
+            // a log batch at a time: the last group of the batch sends
+            // them, so the subscription thread wakes once per fdatasync
+            // rather than once per group.
+            let fed = {
+                let mut pending = shared
+                    .feed_pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                pending.extend(written);
+                match last >= shared.log.durable_ts() {
+                    true => std::mem::take(&mut *pending),
+                    false => Vec::new(),
+                }
+            };
+            if !fed.is_empty() {
+                shared.feed(fed);
             }
             for ix in new_indexes {
                 if let Err(e) = backfill::spawn(shared, ix) {
@@ -874,6 +884,9 @@ struct Shared {
     /// Feeds published commits, in order, to the subscription thread
     /// (`None` once the database is closing).
     subscription_feed: Mutex<Option<mpsc::Sender<Vec<CommittedWrites>>>>,
+    /// Published commits not yet fed, in order: the groups of the log
+    /// batch being finished.
+    feed_pending: Mutex<Vec<CommittedWrites>>,
     /// Log compaction (`compact.rs`).
     compaction: compact::CompactionState,
 }
@@ -901,8 +914,19 @@ impl Drop for Database {
             let _ = t.join();
         }
         self.join_compaction();
-        // No commit runs any more (they borrow the database): close the
-        // feed and let the subscription thread finish what it was fed.
+        // No commit runs any more (they borrow the database): feed what
+        // is left, close the feed and let the subscription thread finish
+        // what it was fed.
+        let rest = std::mem::take(
+            &mut *self
+                .shared
+                .feed_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if !rest.is_empty() {
+            self.shared.feed(rest);
+        }
         drop(
             self.shared
                 .subscription_feed
@@ -1055,6 +1079,7 @@ impl Database {
             subscriptions: Arc::clone(&subscriptions),
             invalidations: Mutex::new(Some(invalidations)),
             subscription_feed: Mutex::new(Some(feed)),
+            feed_pending: Mutex::new(Vec::new()),
             compaction: compact::CompactionState::new(history_from),
         });
         checkpoint::remove_unreferenced(dir.path(), loaded.as_ref().map(|l| &l.manifest))?;
@@ -1386,6 +1411,17 @@ impl Database {
 }
 
 impl Shared {
+    /// Hands published commits, in order, to the subscription thread.
+    fn feed(&self, commits: Vec<CommittedWrites>) {
+        if let Some(feed) = &*self
+            .subscription_feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            let _ = feed.send(commits);
+        }
+    }
+
     fn snapshot_ts(&self) -> Ts {
         Ts(self.published.load(Ordering::Acquire))
     }

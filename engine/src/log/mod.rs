@@ -269,6 +269,9 @@ struct Queue {
     /// Timestamp of the newest queued record (or of the log's newest).
     last_queued_ts: Ts,
     state: WriterState,
+    /// The writer waits on `not_empty`: appenders notify it only then (a
+    /// notify is a system call even when nobody waits).
+    writer_waiting: bool,
 }
 
 struct Shared {
@@ -280,6 +283,9 @@ struct Shared {
     queue_bytes_max: usize,
     /// Id of the segment the writer appends to; every lower id is sealed.
     active_segment: AtomicU64,
+    /// Timestamp of the newest durable record, set before the callbacks
+    /// of its batch run.
+    durable_ts: AtomicU64,
 }
 
 impl Shared {
@@ -393,6 +399,7 @@ impl Log {
                 bytes: 0,
                 last_queued_ts: report.last_ts.unwrap_or(Ts::MIN),
                 state: WriterState::Running,
+                writer_waiting: false,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -400,6 +407,7 @@ impl Log {
             counters: LogCounters::default(),
             queue_bytes_max: options.queue_bytes_max,
             active_segment: AtomicU64::new(active.id),
+            durable_ts: AtomicU64::new(report.last_ts.unwrap_or(Ts::MIN).0),
         });
         let mut writer = Writer {
             shared: shared.clone(),
@@ -485,8 +493,11 @@ impl Log {
                 done: if i + 1 == n { done.take() } else { None },
             });
         }
+        let waiting = q.writer_waiting;
         drop(q);
-        self.shared.not_empty.notify_one();
+        if waiting {
+            self.shared.not_empty.notify_one();
+        }
         Ok(())
     }
 
@@ -540,8 +551,11 @@ impl Log {
             queued_at: crate::trace::now(),
             done: Some(Done(Some(DoneKind::Ticket(tx)))),
         });
+        let waiting = q.writer_waiting;
         drop(q);
-        self.shared.not_empty.notify_one();
+        if waiting {
+            self.shared.not_empty.notify_one();
+        }
         Ok(AppendTicket { ts, rx })
     }
 
@@ -568,6 +582,13 @@ impl Log {
     /// id is sealed: complete, durable and never written again.
     pub fn active_segment(&self) -> u64 {
         self.shared.active_segment.load(Ordering::Acquire)
+    }
+
+    /// Timestamp of the newest durable record. While the callbacks of a
+    /// batch run, it is the batch's last record: a group whose last
+    /// timestamp equals it ends its batch.
+    pub fn durable_ts(&self) -> Ts {
+        Ts(self.shared.durable_ts.load(Ordering::Acquire))
     }
 
     /// The newest timestamp handed out (durable or about to be).
@@ -678,11 +699,13 @@ impl Writer {
                     false => None,
                 };
                 while q.entries.is_empty() && matches!(q.state, WriterState::Running) {
+                    q.writer_waiting = true;
                     q = self
                         .shared
                         .not_empty
                         .wait(q)
                         .unwrap_or_else(|p| p.into_inner());
+                    q.writer_waiting = false;
                 }
                 let c = &crate::trace::COUNTERS;
                 if let Some(t) = idle_since {
@@ -762,6 +785,9 @@ impl Writer {
         c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
         c.bytes.fetch_add(need, Ordering::Relaxed);
         self.active.offset += need;
+        if let Some(last) = batch.last() {
+            self.shared.durable_ts.store(last.ts.0, Ordering::Release);
+        }
         let synced = crate::trace::now();
         let n = batch.len() as u64;
         for p in batch.drain(..) {
