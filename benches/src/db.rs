@@ -290,6 +290,7 @@ pub fn insert_ours(
 
     let counts_before = db.log().counts();
     let cpu_before = process_cpu();
+    let _ = engine::trace::take();
     let conflicts = AtomicU64::new(0);
     let next = AtomicU64::new(1);
     let db = &db;
@@ -316,6 +317,9 @@ pub fn insert_ours(
         })
     })?;
     let cpu = process_cpu().saturating_sub(cpu_before);
+    if engine::trace::enabled() {
+        print_trace(&engine::trace::take());
+    }
     let after = db.log().counts();
     let batches = after.batches.saturating_sub(counts_before.batches).max(1);
     let records = after.records.saturating_sub(counts_before.records);
@@ -345,6 +349,7 @@ pub fn insert_ours_tasks(
     let pool: Arc<Vec<Object>> = Arc::new((0..pool.len()).map(|i| pool[i].object(0)).collect());
     let counts_before = db.log().counts();
     let cpu_before = process_cpu();
+    let _ = engine::trace::take();
     let conflicts = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicU64::new(1));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -386,6 +391,9 @@ pub fn insert_ours_tasks(
         )?
     };
     let cpu = process_cpu().saturating_sub(cpu_before);
+    if engine::trace::enabled() {
+        print_trace(&engine::trace::take());
+    }
     let after = db.log().counts();
     let batches = after.batches.saturating_sub(counts_before.batches).max(1);
     let records = after.records.saturating_sub(counts_before.records);
@@ -395,6 +403,39 @@ pub fn insert_ours_tasks(
         conflicts.load(Ordering::Relaxed),
         cpu.as_secs_f64() * 1e6 / records.max(1) as f64,
     ))
+}
+
+/// Prints the commit pipeline's figures (`CONVEX_COMMIT_TRACE=1`) to
+/// stderr: per commit and per group means, in µs.
+fn print_trace(t: &engine::trace::Counts) {
+    let per = |v: u64, n: u64| v as f64 / n.max(1) as f64 / 1e3;
+    eprintln!(
+        "trace: {} commits, {} log batches ({:.1}/batch), {} leader groups ({:.1} per log batch)",
+        t.commits,
+        t.groups,
+        t.commits as f64 / t.groups.max(1) as f64,
+        t.leader_groups,
+        t.queued_groups_at_take as f64 / t.groups.max(1) as f64,
+    );
+    eprintln!(
+        "trace per commit (us): leader_wait {:.1} group {:.1} log_queue {:.1} sync {:.1} callback {:.1} wake {:.1} (of {} woken)",
+        per(t.leader_wait_ns, t.commits),
+        per(t.group_ns, t.commits),
+        per(t.log_queue_ns, t.commits),
+        per(t.sync_ns, t.commits),
+        per(t.callback_ns, t.commits),
+        per(t.wake_ns, t.woken),
+        t.woken,
+    );
+    eprintln!(
+        "trace per batch (us): cycle_gap {:.1} callbacks {:.1} leader_group {:.1}; writer idle {} times, {:.1} us each, {:.1} us per batch",
+        per(t.writer_cycle_gap_ns, t.groups),
+        per(t.writer_callbacks_ns, t.groups),
+        per(t.leader_group_ns, t.leader_groups),
+        t.writer_idle,
+        per(t.writer_idle_ns, t.writer_idle),
+        per(t.writer_idle_ns, t.groups),
+    );
 }
 
 pub const PG_SCHEMA: &str = "DROP TABLE IF EXISTS docs;

@@ -17,5 +17,6 @@ pub mod log;
 pub mod query;
 pub mod subs;
 mod sys;
+pub mod trace;
 pub mod ts;
 pub mod value;

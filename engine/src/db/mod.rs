@@ -369,6 +369,8 @@ struct CommitRequest {
     writes: Vec<(DocumentId, Option<Doc>)>,
     /// The log record of `writes`.
     record: PreparedRecord,
+    /// When it was queued (commit tracing only).
+    enqueued_at: Option<Instant>,
 }
 
 /// A registered snapshot (see [`Shared::end`]), ended on drop.
@@ -438,6 +440,8 @@ struct WaiterState {
     waker: Option<Waker>,
     /// The task stopped waiting (its future was dropped).
     abandoned: bool,
+    /// When the outcome was delivered (commit tracing only).
+    completed_at: Option<Instant>,
 }
 
 impl Waiter {
@@ -460,6 +464,7 @@ impl Waiter {
             return Some(outcome);
         }
         st.outcome = Some(outcome);
+        st.completed_at = crate::trace::now();
         let waker = st.waker.take();
         drop(st);
         if let Some(t) = &self.thread {
@@ -536,6 +541,11 @@ impl std::future::Future for CommitFuture<'_> {
                     return Poll::Ready(result);
                 }
                 Some(Outcome::Committed(ts, relay)) => {
+                    if let Some(t) = st.completed_at {
+                        let c = &crate::trace::COUNTERS;
+                        crate::trace::add(&c.wake_ns, t.elapsed().as_nanos() as u64);
+                        crate::trace::add(&c.woken, 1);
+                    }
                     drop(st);
                     if let Some(relay) = relay {
                         relay.wake(RELAY_FANOUT);
@@ -597,6 +607,15 @@ const LEAD_ROUNDS: usize = 8;
 /// are completed at once; the rest go to the log as one group, which the
 /// log writer publishes once durable ([`finish_group`]).
 fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) {
+    let started = crate::trace::now();
+    if let Some(t0) = started {
+        let waited: u64 = batch
+            .iter()
+            .filter_map(|(r, _)| r.enqueued_at)
+            .map(|t| crate::trace::nanos(t, t0))
+            .sum();
+        crate::trace::add(&crate::trace::COUNTERS.leader_wait_ns, waited);
+    }
     let mut committed = Vec::with_capacity(batch.len());
     let mut new_indexes = Vec::new();
     let mut committer = shared.committer.lock().unwrap_or_else(|p| p.into_inner());
@@ -653,7 +672,16 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
                 .collect();
             Box::new(move |durable| finish_group(&shared, committed, written, new_indexes, durable))
         };
-        match shared.log.append_group_at(records, on_durable) {
+        let n = records.len() as u64;
+        let appended = shared.log.append_group_at(records, on_durable);
+        if let Some(t0) = started {
+            let c = &crate::trace::COUNTERS;
+            let took = t0.elapsed().as_nanos() as u64;
+            crate::trace::add(&c.leader_groups, 1);
+            crate::trace::add(&c.leader_group_ns, took);
+            crate::trace::add(&c.group_ns, took * n);
+        }
+        match appended {
             Ok(()) => {
                 shared
                     .gc
@@ -673,8 +701,13 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
         }
         pause::point("commit:appended");
     }
-    // Drop what no running transaction can conflict with.
-    let oldest = shared.oldest_active().unwrap_or(shared.snapshot_ts());
+    // Drop what no running transaction can conflict with. The published
+    // timestamp is read first: a transaction that begins after the look at
+    // the active ones begins at it or later. (Read after, it could have
+    // moved past a transaction beginning in between, and the commits it
+    // must be validated against would be dropped: a lost update.)
+    let published = shared.snapshot_ts();
+    let oldest = shared.oldest_active().unwrap_or(published);
     while committer.window.front().is_some_and(|c| c.ts <= oldest) {
         committer.window.pop_front();
     }
@@ -689,19 +722,30 @@ fn finish_group(
     new_indexes: Vec<IndexId>,
     durable: Result<Ts, LogError>,
 ) {
+    let started = crate::trace::now();
     match durable {
         Ok(last) => {
             pause::point("commit:durable");
             shared.published.fetch_max(last.0, Ordering::AcqRel);
             pause::point("commit:published");
             // Subscriptions hear of commits only once they are published,
-            // in order (groups finish in timestamp order, on this thread).
-            if let Some(feed) = &*shared
-                .subscription_feed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-            {
-                let _ = feed.send(written);
+            // in order (groups finish in timestamp order, on this thread),
+            // a log batch at a time: the last group of the batch sends
+            // them, so the subscription thread wakes once per fdatasync
+            // rather than once per group.
+            let fed = {
+                let mut pending = shared
+                    .feed_pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                pending.extend(written);
+                match last >= shared.log.durable_ts() {
+                    true => std::mem::take(&mut *pending),
+                    false => Vec::new(),
+                }
+            };
+            if !fed.is_empty() {
+                shared.feed(fed);
             }
             for ix in new_indexes {
                 if let Err(e) = backfill::spawn(shared, ix) {
@@ -716,6 +760,12 @@ fn finish_group(
                 committed.into_iter().partition(|(w, _)| w.thread.is_some());
             for (waiter, ts) in tasks {
                 let _ = waiter.complete(Outcome::Committed(ts, None));
+                if let Some(t0) = started {
+                    crate::trace::add(
+                        &crate::trace::COUNTERS.callback_ns,
+                        t0.elapsed().as_nanos() as u64,
+                    );
+                }
             }
             if !threads.is_empty() {
                 Arc::new(Relay {
@@ -834,6 +884,9 @@ struct Shared {
     /// Feeds published commits, in order, to the subscription thread
     /// (`None` once the database is closing).
     subscription_feed: Mutex<Option<mpsc::Sender<Vec<CommittedWrites>>>>,
+    /// Published commits not yet fed, in order: the groups of the log
+    /// batch being finished.
+    feed_pending: Mutex<Vec<CommittedWrites>>,
     /// Log compaction (`compact.rs`).
     compaction: compact::CompactionState,
 }
@@ -861,8 +914,19 @@ impl Drop for Database {
             let _ = t.join();
         }
         self.join_compaction();
-        // No commit runs any more (they borrow the database): close the
-        // feed and let the subscription thread finish what it was fed.
+        // No commit runs any more (they borrow the database): feed what
+        // is left, close the feed and let the subscription thread finish
+        // what it was fed.
+        let rest = std::mem::take(
+            &mut *self
+                .shared
+                .feed_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        if !rest.is_empty() {
+            self.shared.feed(rest);
+        }
         drop(
             self.shared
                 .subscription_feed
@@ -1015,6 +1079,7 @@ impl Database {
             subscriptions: Arc::clone(&subscriptions),
             invalidations: Mutex::new(Some(invalidations)),
             subscription_feed: Mutex::new(Some(feed)),
+            feed_pending: Mutex::new(Vec::new()),
             compaction: compact::CompactionState::new(history_from),
         });
         checkpoint::remove_unreferenced(dir.path(), loaded.as_ref().map(|l| &l.manifest))?;
@@ -1152,6 +1217,7 @@ impl Database {
             reads: std::mem::take(&mut tx.reads),
             writes,
             record,
+            enqueued_at: crate::trace::now(),
         };
         let waiter = Arc::new(Waiter::new(thread));
         let lead = {
@@ -1345,6 +1411,17 @@ impl Database {
 }
 
 impl Shared {
+    /// Hands published commits, in order, to the subscription thread.
+    fn feed(&self, commits: Vec<CommittedWrites>) {
+        if let Some(feed) = &*self
+            .subscription_feed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            let _ = feed.send(commits);
+        }
+    }
+
     fn snapshot_ts(&self) -> Ts {
         Ts(self.published.load(Ordering::Acquire))
     }

@@ -221,6 +221,8 @@ impl Drop for Done {
 struct Pending {
     ts: Ts,
     frame: PreparedFrame,
+    /// When it was queued (commit tracing only).
+    queued_at: Option<std::time::Instant>,
     /// `None` for all but the last record of a group.
     done: Option<Done>,
 }
@@ -267,6 +269,9 @@ struct Queue {
     /// Timestamp of the newest queued record (or of the log's newest).
     last_queued_ts: Ts,
     state: WriterState,
+    /// The writer waits on `not_empty`: appenders notify it only then (a
+    /// notify is a system call even when nobody waits).
+    writer_waiting: bool,
 }
 
 struct Shared {
@@ -278,6 +283,9 @@ struct Shared {
     queue_bytes_max: usize,
     /// Id of the segment the writer appends to; every lower id is sealed.
     active_segment: AtomicU64,
+    /// Timestamp of the newest durable record, set before the callbacks
+    /// of its batch run.
+    durable_ts: AtomicU64,
 }
 
 impl Shared {
@@ -391,6 +399,7 @@ impl Log {
                 bytes: 0,
                 last_queued_ts: report.last_ts.unwrap_or(Ts::MIN),
                 state: WriterState::Running,
+                writer_waiting: false,
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -398,6 +407,7 @@ impl Log {
             counters: LogCounters::default(),
             queue_bytes_max: options.queue_bytes_max,
             active_segment: AtomicU64::new(active.id),
+            durable_ts: AtomicU64::new(report.last_ts.unwrap_or(Ts::MIN).0),
         });
         let mut writer = Writer {
             shared: shared.clone(),
@@ -408,6 +418,7 @@ impl Log {
             batch_bytes_max: options.batch_bytes_max,
             next: None,
             buf: Vec::new(),
+            last_sync_end: None,
         };
         writer.start_preparing_next();
         let handle = std::thread::Builder::new()
@@ -473,15 +484,20 @@ impl Log {
         q.bytes += len;
         let n = records.len();
         let mut done = Some(Done(Some(DoneKind::Call(on_durable))));
+        let queued_at = crate::trace::now();
         for (i, (ts, r)) in records.into_iter().enumerate() {
             q.entries.push_back(Pending {
                 ts,
                 frame: r.frame,
+                queued_at,
                 done: if i + 1 == n { done.take() } else { None },
             });
         }
+        let waiting = q.writer_waiting;
         drop(q);
-        self.shared.not_empty.notify_one();
+        if waiting {
+            self.shared.not_empty.notify_one();
+        }
         Ok(())
     }
 
@@ -532,10 +548,14 @@ impl Log {
         q.entries.push_back(Pending {
             ts,
             frame,
+            queued_at: crate::trace::now(),
             done: Some(Done(Some(DoneKind::Ticket(tx)))),
         });
+        let waiting = q.writer_waiting;
         drop(q);
-        self.shared.not_empty.notify_one();
+        if waiting {
+            self.shared.not_empty.notify_one();
+        }
         Ok(AppendTicket { ts, rx })
     }
 
@@ -562,6 +582,13 @@ impl Log {
     /// id is sealed: complete, durable and never written again.
     pub fn active_segment(&self) -> u64 {
         self.shared.active_segment.load(Ordering::Acquire)
+    }
+
+    /// Timestamp of the newest durable record. While the callbacks of a
+    /// batch run, it is the batch's last record: a group whose last
+    /// timestamp equals it ends its batch.
+    pub fn durable_ts(&self) -> Ts {
+        Ts(self.shared.durable_ts.load(Ordering::Acquire))
     }
 
     /// The newest timestamp handed out (durable or about to be).
@@ -657,6 +684,8 @@ struct Writer {
     /// The next segment, being prepared in the background: (id, capacity, job).
     next: Option<(u64, u64, JoinHandle<std::io::Result<PathBuf>>)>,
     buf: Vec<u8>,
+    /// When the previous batch's fdatasync returned (commit tracing only).
+    last_sync_end: Option<std::time::Instant>,
 }
 
 impl Writer {
@@ -665,12 +694,23 @@ impl Writer {
         loop {
             {
                 let mut q = self.shared.lock();
+                let idle_since = match q.entries.is_empty() {
+                    true => crate::trace::now(),
+                    false => None,
+                };
                 while q.entries.is_empty() && matches!(q.state, WriterState::Running) {
+                    q.writer_waiting = true;
                     q = self
                         .shared
                         .not_empty
                         .wait(q)
                         .unwrap_or_else(|p| p.into_inner());
+                    q.writer_waiting = false;
+                }
+                let c = &crate::trace::COUNTERS;
+                if let Some(t) = idle_since {
+                    crate::trace::add(&c.writer_idle, 1);
+                    crate::trace::add(&c.writer_idle_ns, t.elapsed().as_nanos() as u64);
                 }
                 if q.entries.is_empty() {
                     break; // closing (or poisoned) and drained
@@ -685,6 +725,16 @@ impl Writer {
                     batch.push(q.entries.pop_front().expect("front exists"));
                 }
                 q.bytes -= bytes;
+                if let Some(now) = crate::trace::now() {
+                    let waited: u64 = batch
+                        .iter()
+                        .filter_map(|p| p.queued_at)
+                        .map(|t| crate::trace::nanos(t, now))
+                        .sum();
+                    crate::trace::add(&c.log_queue_ns, waited);
+                    let groups = batch.iter().filter(|p| p.done.is_some()).count();
+                    crate::trace::add(&c.queued_groups_at_take, groups as u64);
+                }
             }
             self.shared.not_full.notify_all();
             if let Err(e) = self.write_batch(&mut batch) {
@@ -711,6 +761,12 @@ impl Writer {
         }
         debug_assert_eq!(self.buf.len() as u64, need);
         let started = std::time::Instant::now();
+        if let Some(end) = self.last_sync_end {
+            crate::trace::add(
+                &crate::trace::COUNTERS.writer_cycle_gap_ns,
+                crate::trace::nanos(end, started),
+            );
+        }
         self.io
             .write_and_sync(&self.active.file, &self.buf, self.active.offset)
             .map_err(|e| {
@@ -729,10 +785,24 @@ impl Writer {
         c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
         c.bytes.fetch_add(need, Ordering::Relaxed);
         self.active.offset += need;
+        if let Some(last) = batch.last() {
+            self.shared.durable_ts.store(last.ts.0, Ordering::Release);
+        }
+        let synced = crate::trace::now();
+        let n = batch.len() as u64;
         for p in batch.drain(..) {
             if let Some(done) = p.done {
                 done.finish(Ok(p.ts));
             }
+        }
+        if let Some(synced) = synced {
+            let tc = &crate::trace::COUNTERS;
+            let now = std::time::Instant::now();
+            crate::trace::add(&tc.commits, n);
+            crate::trace::add(&tc.groups, 1);
+            crate::trace::add(&tc.sync_ns, crate::trace::nanos(started, synced) * n);
+            crate::trace::add(&tc.writer_callbacks_ns, crate::trace::nanos(synced, now));
+            self.last_sync_end = Some(synced);
         }
         Ok(())
     }
