@@ -18,7 +18,9 @@
 // then exactly one done (or analysis) frame; the host answers each syscall
 // before the worker goes on. `Convex.syscall` blocks on that answer
 // (`Deno.stdin.readSync`); `Convex.asyncSyscall` does the same and hands back
-// a settled promise.
+// a settled promise. One op is the shim's own, not Convex's:
+// `shim/queryStreamNextBatch` (see "Query streams" below), which answers
+// several `1.0/queryStreamNext` calls in one round trip.
 //
 // The shim hides `Deno` (and Node's compatibility globals) from user code and
 // replaces the nondeterministic globals: in queries, mutations and at import
