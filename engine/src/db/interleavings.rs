@@ -412,3 +412,57 @@ fn an_index_removed_while_a_checkpoint_copies_it_is_derived_from_its_table() {
         vec![Some(1), Some(2), Some(3)]
     );
 }
+
+/// A transaction that begins while a committer trims its conflict window,
+/// before a commit it has not seen is published, is still validated
+/// against that commit. (The trim once read the active snapshots before
+/// the published timestamp: a transaction beginning between the two reads
+/// lost the commits it had to be checked against, and its conflicting
+/// write was accepted: a lost update.)
+#[test]
+fn a_transaction_beginning_during_a_trim_still_conflicts() {
+    let Setup { _tmp, db, ids, .. } = setup();
+    let x = ids[0];
+    let writer = Who::Thread(db.log().writer_thread_id().expect("the log is open"));
+    std::thread::scope(|s| {
+        let db = &db;
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        // G: moves X to 7.
+        let committer = s.spawn(move || {
+            go_rx.recv().unwrap();
+            let mut g = db.begin();
+            g.patch(x, [("k".to_string(), Some(Value::Int64(7)))].into())
+                .unwrap();
+            db.commit(g)
+        });
+        let trimmer = Who::Thread(committer.thread().id());
+        // G is durable but not published while its committer trims.
+        let _writer_guard = armed("commit:durable", writer.clone());
+        let _trim_guard = armed("commit:trim", trimmer.clone());
+        let before = db.snapshot_ts();
+        go_tx.send(()).unwrap();
+        assert!(wait_reached("commit:durable", &writer, WAIT), "writer");
+        assert!(wait_reached("commit:trim", &trimmer, WAIT), "trim");
+        // T begins before G is published: it reads X as 1.
+        let mut t = db.begin();
+        assert_eq!(t.get(x).unwrap().map(|d| k_of(&d)), Some(1));
+        t.patch(x, [("k".to_string(), Some(Value::Int64(100)))].into())
+            .unwrap();
+        // G is published, then the trim goes on.
+        release("commit:durable", &writer);
+        let deadline = std::time::Instant::now() + WAIT;
+        while db.snapshot_ts() == before {
+            assert!(std::time::Instant::now() < deadline, "G never published");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        release("commit:trim", &trimmer);
+        committer.join().unwrap().unwrap();
+        // T read X before G wrote it: it must not commit.
+        match db.commit(t) {
+            Err(DbError::Conflict { .. }) => {}
+            other => panic!("T overwrote G's write unseen: {other:?}"),
+        }
+    });
+    let mut tx = db.begin();
+    assert_eq!(tx.get(x).unwrap().map(|d| k_of(&d)), Some(7));
+}

@@ -707,6 +707,7 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
     // moved past a transaction beginning in between, and the commits it
     // must be validated against would be dropped: a lost update.)
     let published = shared.snapshot_ts();
+    pause::point("commit:trim");
     let oldest = shared.oldest_active().unwrap_or(published);
     while committer.window.front().is_some_and(|c| c.ts <= oldest) {
         committer.window.pop_front();
