@@ -221,6 +221,16 @@ fn doc_json(doc: &Object) -> Json {
     Json::Object(doc.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
 }
 
+/// The stream a `queryStreamNext` names.
+fn running_stream(
+    streams: &mut HashMap<u32, Stream>,
+    query_id: u32,
+) -> Result<&mut Stream, SyscallError> {
+    streams
+        .get_mut(&query_id)
+        .ok_or_else(|| SyscallError::new("in-progress query not found"))
+}
+
 fn decode_id(id: &str, method: &str) -> Result<DocumentId, SyscallError> {
     DocumentId::decode(id)
         .map_err(|e| invalid_argument("id", method, format!("Unable to decode ID: {e}")))
@@ -473,11 +483,7 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
 
     fn query_stream_next(&mut self, args: Json) -> Result<Json, SyscallError> {
         let QueryIdArgs { query_id } = parse_args("queryStreamNext", args)?;
-        let stream = self
-            .streams
-            .get_mut(&query_id)
-            .ok_or_else(|| SyscallError::new("in-progress query not found"))?;
-        let next = match stream {
+        let next = match running_stream(&mut self.streams, query_id)? {
             Stream::Empty => None,
             Stream::Engine(s) => s
                 .next(self.tx)
@@ -500,11 +506,7 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
     /// closed here, as `queryStreamNext`'s `done` closes it).
     fn query_stream_next_batch(&mut self, args: Json) -> Result<Json, SyscallError> {
         let QueryIdArgs { query_id } = parse_args("queryStreamNext", args)?;
-        let stream = self
-            .streams
-            .get_mut(&query_id)
-            .ok_or_else(|| SyscallError::new("in-progress query not found"))?;
-        let (docs, done) = match stream {
+        let (docs, done) = match running_stream(&mut self.streams, query_id)? {
             Stream::Empty => (Vec::new(), true),
             Stream::Engine(s) => s
                 .next_batch(self.tx, STREAM_BATCH_DOCUMENTS, STREAM_BATCH_BYTES)

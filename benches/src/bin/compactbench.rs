@@ -561,14 +561,7 @@ impl Load {
     /// The latencies since the last call (and whether a writer fell
     /// behind); `label` names the window that ends.
     fn take(&self, label: &str) -> (Histogram<u64>, bool) {
-        self.shared
-            .marks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((
-                label.to_string(),
-                self.shared.started.elapsed().as_micros() as u64,
-            ));
+        self.mark(label);
         let mut h = self
             .shared
             .latencies
