@@ -56,6 +56,7 @@ const realSetTimeout = globalThis.setTimeout;
 const realSetInterval = globalThis.setInterval;
 const realClearTimeout = globalThis.clearTimeout;
 const realClearInterval = globalThis.clearInterval;
+const realSetImmediate = globalThis.setImmediate;
 const RealAbortController = AbortController;
 const RealAbortSignal = AbortSignal;
 const RealBlob = Blob;
@@ -1056,16 +1057,14 @@ const NEVER = Symbol("never");
 
 // One turn of the event loop. Deno reports unhandled rejections between
 // turns, so after this resolves every rejection made before it has been
-// reported. (A fresh MessageChannel: ~20 us, where a 0 ms timer takes 1-2
-// ms; the channel is closed so it never keeps the loop alive.)
+// reported. An immediate (Deno's own `setImmediate`, captured before the
+// shim hides it from user code) is the cheapest turn: about 2 us of CPU
+// where a fresh MessageChannel took 12-28 us in a tight loop and 50-75 us
+// between real calls, and a 0 ms timer waits 1-2 ms. A pending immediate
+// keeps the loop alive only until it runs.
 function eventLoopTurn() {
   return new RealPromise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => {
-      channel.port1.close();
-      resolve();
-    };
-    channel.port2.postMessage(0);
+    realSetImmediate(resolve);
   });
 }
 
