@@ -18,9 +18,11 @@
 // then exactly one done (or analysis) frame; the host answers each syscall
 // before the worker goes on. `Convex.syscall` blocks on that answer
 // (`Deno.stdin.readSync`); `Convex.asyncSyscall` does the same and hands back
-// a settled promise. One op is the shim's own, not Convex's:
-// `shim/queryStreamNextBatch` (see "Query streams" below), which answers
-// several `1.0/queryStreamNext` calls in one round trip.
+// a settled promise. Two ops are the shim's own, not Convex's (see "Query
+// streams" below): `shim/queryStreamNextBatch`, which answers several
+// `1.0/queryStreamNext` calls in one round trip, and, in queries,
+// `shim/queryStreamWithBatch`, which is `1.0/queryStream` and the first
+// such batch in one.
 //
 // The shim hides `Deno` (and Node's compatibility globals) from user code and
 // replaces the nondeterministic globals: in queries, mutations and at import
@@ -862,6 +864,9 @@ function syscall(op, argsText) {
     const local = cleanupLocally(String(argsText));
     if (local !== null) return local;
   }
+  if (op === "1.0/queryStream" && call.udfType === "Query") {
+    return startStreamWithBatch(String(argsText));
+  }
   const reply = roundTrip(String(op), String(argsText), false);
   if (reply.error !== undefined) {
     call.syscallFailed = true;
@@ -916,19 +921,47 @@ function streamIdOf(argsText) {
   return Number.isInteger(id) && id >= 0 && id <= 0xffffffff ? id : null;
 }
 
+// In a query, `queryStream` also brings the stream's first batch, in one
+// round trip (`shim/queryStreamWithBatch`): `convex/server` asks for the
+// first `queryStreamNext` right after `queryStream` (`QueryImpl.next`,
+// `[Symbol.asyncIterator]`), and a query cannot write in between, so the
+// batch is what that call would have read. If reading it failed, the first
+// `queryStreamNext` rejects with that error, as it would have. Mutations
+// keep the two apart: one could write between them through an iterator it
+// holds, and its first read must see that write.
+function startStreamWithBatch(argsText) {
+  const reply = roundTrip("shim/queryStreamWithBatch", argsText, false);
+  if (reply.error !== undefined) {
+    call.syscallFailed = true;
+    throw new RealError(reply.error.message);
+  }
+  const { queryId, values, done, error } = JSONparse(reply.ok);
+  call.ahead.set(queryId, error !== undefined ? { error } : aheadOf(values, done));
+  return `{"queryId":${JSONstringify(queryId)}}`;
+}
+
+// The answers a batch gives the next `queryStreamNext` calls, in order.
+function aheadOf(values, done) {
+  const texts = [];
+  for (let i = 0; i < values.length; i++) {
+    texts[i] = `{"value":${JSONstringify(values[i])},"done":false}`;
+  }
+  if (done) texts[values.length] = `{"value":null,"done":true}`;
+  return { texts, at: 0, closed: done };
+}
+
 function nextFromBatch(id, argsText) {
   let ahead = call.ahead.get(id);
   if (ahead === undefined) {
     const reply = roundTrip("shim/queryStreamNextBatch", argsText, true);
     if (reply.error !== undefined) return settledReply(reply);
     const { values, done } = JSONparse(reply.ok);
-    const texts = [];
-    for (let i = 0; i < values.length; i++) {
-      texts[i] = `{"value":${JSONstringify(values[i])},"done":false}`;
-    }
-    if (done) texts[values.length] = `{"value":null,"done":true}`;
-    ahead = { texts, at: 0, closed: done };
+    ahead = aheadOf(values, done);
     call.ahead.set(id, ahead);
+  } else if (ahead.error !== undefined) {
+    // The first batch failed; the host still holds the stream.
+    call.ahead.delete(id);
+    return settledReply({ error: ahead.error });
   }
   const text = ahead.texts[ahead.at++];
   if (ahead.at === ahead.texts.length) {

@@ -470,6 +470,12 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
     }
 
     fn query_stream(&mut self, args: Json) -> Result<Json, SyscallError> {
+        let query_id = self.start_query_stream(args)?;
+        Ok(json!({ "queryId": query_id }))
+    }
+
+    /// Opens the stream `queryStream`'s `args` describe; its id.
+    fn start_query_stream(&mut self, args: Json) -> Result<u32, SyscallError> {
         let op = "1.0/queryStream";
         let args: QueryArgs = parse_args("queryStream", args)?;
         let query =
@@ -478,7 +484,7 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
         let query_id = self.next_query_id;
         self.next_query_id += 1;
         self.streams.insert(query_id, stream);
-        Ok(json!({ "queryId": query_id }))
+        Ok(query_id)
     }
 
     fn query_stream_next(&mut self, args: Json) -> Result<Json, SyscallError> {
@@ -506,6 +512,13 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
     /// closed here, as `queryStreamNext`'s `done` closes it).
     fn query_stream_next_batch(&mut self, args: Json) -> Result<Json, SyscallError> {
         let QueryIdArgs { query_id } = parse_args("queryStreamNext", args)?;
+        let (values, done) = self.next_batch(query_id)?;
+        Ok(json!({ "values": values, "done": done }))
+    }
+
+    /// The documents of stream `query_id`'s next batch and whether it is
+    /// done (then closed).
+    fn next_batch(&mut self, query_id: u32) -> Result<(Vec<Json>, bool), SyscallError> {
         let (docs, done) = match running_stream(&mut self.streams, query_id)? {
             Stream::Empty => (Vec::new(), true),
             Stream::Engine(s) => s
@@ -515,8 +528,34 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
         if done {
             self.streams.remove(&query_id);
         }
-        let values: Vec<Json> = docs.iter().map(|doc| doc_json(doc)).collect();
-        Ok(json!({ "values": values, "done": done }))
+        Ok((docs.iter().map(|doc| doc_json(doc)).collect(), done))
+    }
+
+    /// `shim/queryStreamWithBatch`: `queryStream` and then the first
+    /// `shim/queryStreamNextBatch` on the new stream, in one round trip.
+    /// `{queryId, values, done}`, or `{queryId, error: {message, data?}}`
+    /// when that first read fails (the shim hands the error to the first
+    /// `queryStreamNext`, where one-by-one calls would have met it). An
+    /// error of `queryStream` itself is this call's error.
+    ///
+    /// The worker shim uses it only in queries: `convex/server` calls
+    /// `queryStream` and the first `queryStreamNext` back to back
+    /// (`QueryImpl.next` and `[Symbol.asyncIterator]`), and a query cannot
+    /// write, so the first read sees what it would have seen one call later.
+    /// A mutation could write between the two through an iterator it holds,
+    /// so its streams are read at its first `next`.
+    fn query_stream_with_batch(&mut self, args: Json) -> Result<Json, SyscallError> {
+        let query_id = self.start_query_stream(args)?;
+        Ok(match self.next_batch(query_id) {
+            Ok((values, done)) => json!({ "queryId": query_id, "values": values, "done": done }),
+            Err(SyscallError { message, data }) => {
+                let mut error = json!({ "message": message });
+                if let Some(data) = data {
+                    error["data"] = data;
+                }
+                json!({ "queryId": query_id, "error": error })
+            }
+        })
     }
 
     fn query_cleanup(&mut self, args: Json) -> Result<Json, SyscallError> {
@@ -720,6 +759,7 @@ impl<'a, 'db> DbSyscalls<'a, 'db> {
     fn sync_syscall(&mut self, op: &str, args: Json) -> Result<Json, SyscallError> {
         match op {
             "1.0/queryStream" => self.query_stream(args),
+            "shim/queryStreamWithBatch" => self.query_stream_with_batch(args),
             "1.0/queryCleanup" => self.query_cleanup(args),
             "1.0/db/normalizeId" => self.normalize_id(args),
             "1.0/getSnapshotTs" => self.snapshot_ts(),

@@ -184,6 +184,85 @@ fn query_ids_start_at_zero_and_are_cleaned_up() {
     });
 }
 
+/// `shim/queryStreamWithBatch` (the worker shim's, in queries) answers
+/// what `queryStream` and then `shim/queryStreamNextBatch` would; a failed
+/// first read is in its answer, for the first `queryStreamNext`, while
+/// `queryStream`'s own errors are its error.
+#[test]
+fn a_stream_opens_with_its_first_batch() {
+    let env = open();
+    mutation(&env.db, None, |h| {
+        for n in 0..5 {
+            insert(h, "items", json!({"n": n}));
+        }
+    });
+    query(&env.db, |h| {
+        let mut take = full_scan("items");
+        take["operators"] = json!([{"limit": 3}]);
+        let args = json!({"query": take, "version": VERSION});
+        let opened = ok(h, "1.0/queryStream", args.clone());
+        let batch = ok(
+            h,
+            "shim/queryStreamNextBatch",
+            json!({"queryId": opened["queryId"]}),
+        );
+        let both = ok(h, "shim/queryStreamWithBatch", args);
+        assert_eq!(
+            both,
+            json!({"queryId": 1, "values": batch["values"], "done": batch["done"]})
+        );
+        let ns: Vec<f64> = both["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["n"].as_f64().unwrap())
+            .collect();
+        assert_eq!(ns, [0.0, 1.0, 2.0]);
+        assert_eq!(both["done"], json!(true));
+        // Done, so closed, as a `queryStreamNext` answering done closes it.
+        assert_eq!(
+            ok(h, "1.0/queryCleanup", json!({"queryId": 1})),
+            json!(false)
+        );
+
+        // A filter that fails on the first document.
+        let mut bad = full_scan("items");
+        bad["operators"] = json!([{"filter": {"$eq": [{"$add": [{"$field": "n"}, {"$literal": "x"}]}, {"$literal": 1}]}}]);
+        let args = json!({"query": bad, "version": VERSION});
+        let failed = ok(h, "shim/queryStreamWithBatch", args.clone());
+        let opened = ok(h, "1.0/queryStream", args);
+        let one_by_one = err(
+            h,
+            "1.0/queryStreamNext",
+            json!({"queryId": opened["queryId"]}),
+        );
+        assert!(one_by_one.starts_with("Cannot add"), "{one_by_one}");
+        assert_eq!(
+            failed,
+            json!({"queryId": 2, "error": {"message": one_by_one}})
+        );
+        // The stream stays open on the host, as after a failed
+        // `queryStreamNext`.
+        assert_eq!(
+            ok(h, "1.0/queryCleanup", json!({"queryId": 2})),
+            json!(true)
+        );
+
+        let missing = json!({
+            "source": {"type": "IndexRange", "indexName": "items.by_nothing", "range": [], "order": null},
+            "operators": [],
+        });
+        assert_eq!(
+            err(
+                h,
+                "shim/queryStreamWithBatch",
+                json!({"query": missing, "version": VERSION})
+            ),
+            "Index items.by_nothing not found."
+        );
+    });
+}
+
 #[test]
 fn index_range_queries_and_missing_indexes() {
     let env = open();

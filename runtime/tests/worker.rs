@@ -214,13 +214,8 @@ fn queries_and_mutations_read_and_write_through_syscalls() {
         .iter()
         .map(|c| (c.op.as_str(), c.is_async))
         .collect();
-    assert_eq!(
-        ops,
-        [
-            ("1.0/queryStream", false),
-            ("shim/queryStreamNextBatch", true),
-        ]
-    );
+    // One document: the stream and its whole first batch in one round trip.
+    assert_eq!(ops, [("shim/queryStreamWithBatch", false)]);
 
     let out = run(
         &rt,
@@ -248,8 +243,9 @@ fn queries_and_mutations_read_and_write_through_syscalls() {
 }
 
 /// `queryStreamNext` answers come from `shim/queryStreamNextBatch`, one
-/// round trip per batch; `queryCleanup` reaches the host only while the
-/// host still holds the stream.
+/// round trip per batch, the first batch of a query's stream with the
+/// stream itself (`shim/queryStreamWithBatch`); `queryCleanup` reaches the
+/// host only while the host still holds the stream.
 #[test]
 fn query_streams_are_read_in_batches() {
     let rt = shared_runtime();
@@ -274,25 +270,77 @@ fn query_streams_are_read_in_batches() {
     );
     let ops: Vec<(&str, &Value)> = h.calls.iter().map(|c| (c.op.as_str(), &c.args)).collect();
     let batch = "shim/queryStreamNextBatch";
+    let start = "shim/queryStreamWithBatch";
     assert_eq!(
         ops,
         [
-            ("1.0/queryStream", &h.calls[0].args),
-            (batch, &json!({"queryId": 0})),
+            // "a" and "b" come with the stream.
+            (start, &h.calls[0].args),
             (batch, &json!({"queryId": 0})),
             // Stopped after "c" with "d" still unread: the host holds it.
             ("1.0/queryCleanup", &json!({"queryId": 0})),
-            ("1.0/queryStream", &h.calls[4].args),
-            (batch, &json!({"queryId": 1})),
+            (start, &h.calls[3].args),
             (batch, &json!({"queryId": 1})),
             // "e" and the end: the host closed it, so no cleanup.
             (batch, &json!({"queryId": 1})),
-            // `first()`: a limit of 1, so "a" and the end in one answer.
-            ("1.0/queryStream", &h.calls[8].args),
-            (batch, &json!({"queryId": 2})),
+            // `first()`: a limit of 1, so "a" and the end come with the
+            // stream.
+            (start, &h.calls[6].args),
         ]
     );
+    // What the stream was asked for is `queryStream`'s own arguments.
+    assert_eq!(
+        h.calls[0].args["query"]["source"]["tableName"],
+        json!("messages")
+    );
+    assert!(
+        h.calls[0].args["version"].is_string(),
+        "{}",
+        h.calls[0].args
+    );
     assert!(h.streams.is_empty(), "every stream closed: {:?}", h.streams);
+
+    // A mutation reads its stream at its first `next`, not with the stream:
+    // it could have written in between.
+    h.calls.clear();
+    let out = run(
+        &rt,
+        &mut h,
+        "messages:countThenSend",
+        UdfType::Mutation,
+        json!({"body": "f"}),
+    );
+    assert_eq!(ok(&out), &json!(5));
+    let ops: Vec<&str> = h.calls.iter().map(|c| c.op.as_str()).collect();
+    assert_eq!(ops, ["1.0/queryStream", batch, batch, batch, "1.0/insert"]);
+    assert!(h.streams.is_empty(), "every stream closed: {:?}", h.streams);
+}
+
+/// When a query's first read fails, the stream still opens and the first
+/// `next` rejects with the read's error and data, as one-by-one calls
+/// would have it.
+#[test]
+fn a_failed_first_read_rejects_the_first_next() {
+    let rt = shared_runtime();
+    let modules = fixture_modules();
+    let mut h = TestHandler::new(&rt, &modules, &Store::default());
+    let out = run(
+        &rt,
+        &mut h,
+        "messages:readBroken",
+        UdfType::Query,
+        json!({}),
+    );
+    assert_eq!(
+        ok(&out),
+        &json!({"message": "the table \"broken\" cannot be read", "data": {"table": "broken"}})
+    );
+    let ops: Vec<&str> = h.calls.iter().map(|c| c.op.as_str()).collect();
+    // The error came with the stream. A `for await` whose `next` throws
+    // does not clean up, so the host still holds the stream, as it would
+    // after a failed `queryStreamNext`.
+    assert_eq!(ops, ["shim/queryStreamWithBatch"]);
+    assert_eq!(h.streams.len(), 1, "{:?}", h.streams);
 }
 
 #[test]

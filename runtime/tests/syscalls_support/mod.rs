@@ -17,8 +17,9 @@ pub const VERSION: &str = "1.48.0";
 
 /// The syscalls the JavaScript makes with `Convex.syscall` (synchronous);
 /// everything else goes through `Convex.asyncSyscall`.
-const SYNC_OPS: [&str; 5] = [
+const SYNC_OPS: [&str; 6] = [
     "1.0/queryStream",
+    "shim/queryStreamWithBatch",
     "1.0/queryCleanup",
     "1.0/db/normalizeId",
     "1.0/getSnapshotTs",

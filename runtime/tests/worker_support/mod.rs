@@ -5,7 +5,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
@@ -109,6 +109,8 @@ pub struct TestHandler {
     pub calls: Vec<Recorded>,
     pub streams: BTreeMap<u64, Vec<Value>>,
     pub next_query_id: u64,
+    /// Streams over the table "broken", whose every read fails.
+    pub broken: BTreeSet<u64>,
     /// Most documents in one `shim/queryStreamNextBatch` answer.
     pub stream_batch: usize,
     /// Sleep this long in every `1.0/get` (time a syscall takes must not
@@ -127,6 +129,7 @@ impl TestHandler {
             calls: Vec::new(),
             streams: BTreeMap::new(),
             next_query_id: 0,
+            broken: BTreeSet::new(),
             stream_batch: 2,
             get_delay: Duration::ZERO,
             on_get: None,
@@ -150,6 +153,57 @@ impl TestHandler {
             message: e.message,
             data: e.data,
         })
+    }
+}
+
+impl TestHandler {
+    /// `queryStream`: every document of the table, up to the query's
+    /// limit (filters and order are not modelled); the stream's id.
+    fn open_stream(&mut self, args: &Value) -> u64 {
+        let table = args["query"]["source"]["tableName"].as_str().unwrap_or("");
+        let docs = self.store.docs.lock().unwrap();
+        let limit = args["query"]["operators"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|op| op["limit"].as_u64())
+            .min()
+            .unwrap_or(u64::MAX);
+        let rows: Vec<Value> = docs
+            .values()
+            .filter(|d| d["_table"] == table)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(strip_table)
+            .collect();
+        let id = self.next_query_id;
+        self.next_query_id += 1;
+        self.streams.insert(id, rows);
+        if table == "broken" {
+            self.broken.insert(id);
+        }
+        id
+    }
+
+    /// The next `stream_batch` documents of stream `id`; every read of a
+    /// stream over the table "broken" fails.
+    fn next_batch(&mut self, id: u64) -> Result<Value, SyscallError> {
+        let rows = self
+            .streams
+            .get_mut(&id)
+            .ok_or_else(|| SyscallError::new("in-progress query not found"))?;
+        if self.broken.contains(&id) {
+            return Err(SyscallError {
+                message: "the table \"broken\" cannot be read".to_owned(),
+                data: Some(json!({"table": "broken"})),
+            });
+        }
+        let n = rows.len().min(self.stream_batch);
+        let values: Vec<Value> = rows.drain(..n).collect();
+        let done = rows.is_empty();
+        if done {
+            self.streams.remove(&id);
+        }
+        Ok(json!({ "values": values, "done": done }))
     }
 }
 
@@ -185,26 +239,21 @@ impl SyscallHandler for TestHandler {
                     .unwrap_or(Value::Null))
             }
             "1.0/queryStream" => {
-                let table = args["query"]["source"]["tableName"].as_str().unwrap_or("");
-                let docs = self.store.docs.lock().unwrap();
-                // Limits apply; filters and order are not modelled.
-                let limit = args["query"]["operators"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|op| op["limit"].as_u64())
-                    .min()
-                    .unwrap_or(u64::MAX);
-                let rows: Vec<Value> = docs
-                    .values()
-                    .filter(|d| d["_table"] == table)
-                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
-                    .map(strip_table)
-                    .collect();
-                let id = self.next_query_id;
-                self.next_query_id += 1;
-                self.streams.insert(id, rows);
+                let id = self.open_stream(&args);
                 Ok(json!({ "queryId": id }))
+            }
+            "shim/queryStreamWithBatch" => {
+                let id = self.open_stream(&args);
+                Ok(match self.next_batch(id) {
+                    Ok(mut batch) => {
+                        batch["queryId"] = json!(id);
+                        batch
+                    }
+                    Err(e) => json!({
+                        "queryId": id,
+                        "error": {"message": e.message, "data": e.data},
+                    }),
+                })
             }
             "1.0/queryStreamNext" => {
                 let id = args["queryId"].as_u64().unwrap();
@@ -218,20 +267,7 @@ impl SyscallHandler for TestHandler {
                     Ok(json!({ "value": rows.remove(0), "done": false }))
                 }
             }
-            "shim/queryStreamNextBatch" => {
-                let id = args["queryId"].as_u64().unwrap();
-                let rows = self
-                    .streams
-                    .get_mut(&id)
-                    .ok_or_else(|| SyscallError::new("in-progress query not found"))?;
-                let n = rows.len().min(self.stream_batch);
-                let values: Vec<Value> = rows.drain(..n).collect();
-                let done = rows.is_empty();
-                if done {
-                    self.streams.remove(&id);
-                }
-                Ok(json!({ "values": values, "done": done }))
-            }
+            "shim/queryStreamNextBatch" => self.next_batch(args["queryId"].as_u64().unwrap()),
             "1.0/shallowMerge" | "1.0/replace" | "1.0/remove" => {
                 let id = args["id"].as_str().unwrap_or("");
                 if !self.store.docs.lock().unwrap().contains_key(id) {
