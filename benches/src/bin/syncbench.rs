@@ -43,6 +43,7 @@
 //!
 //! Every loop is bounded both by count and by time.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -372,6 +373,12 @@ struct Targets {
     at_target_load: bool,
 }
 
+/// mimalloc rather than glibc's malloc, as in `convexd`: this client shares
+/// the machine's CPUs with the server it measures, and every message it
+/// reads allocates on the thread that reads it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
@@ -625,52 +632,68 @@ fn channel_name(c: u32) -> String {
     format!("c{c:05}")
 }
 
-/// A server message, every kind's fields optional, read in one pass.
+/// A server message, every kind's fields optional, read in one pass; its
+/// strings borrow from the message's text where they hold no escapes.
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
-struct ServerMessage {
-    #[serde(rename = "type")]
-    kind: String,
-    start_version: Option<StateVersion>,
-    end_version: Option<StateVersion>,
-    modifications: Option<Vec<Modification>>,
+struct ServerMessage<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    start_version: Option<StateVersion<'a>>,
+    #[serde(borrow)]
+    end_version: Option<StateVersion<'a>>,
+    #[serde(borrow)]
+    modifications: Option<Vec<Modification<'a>>>,
     request_id: Option<u64>,
     success: Option<bool>,
-    ts: Option<String>,
+    #[serde(borrow)]
+    ts: Option<Cow<'a, str>>,
     result: Option<serde_json::Value>,
-    error: Option<String>,
+    #[serde(borrow)]
+    error: Option<Cow<'a, str>>,
     /// A Transition's server wall clock in ns (a plain number).
     server_ts: Option<f64>,
 }
 
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-struct StateVersion {
+struct StateVersion<'a> {
     query_set: u64,
     identity: u64,
-    ts: String,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
 }
 
-impl StateVersion {
-    fn zero() -> StateVersion {
+impl StateVersion<'_> {
+    fn zero() -> StateVersion<'static> {
         StateVersion {
             query_set: 0,
             identity: 0,
-            ts: TS_ZERO.to_string(),
+            ts: Cow::Borrowed(TS_ZERO),
+        }
+    }
+
+    fn into_owned(self) -> StateVersion<'static> {
+        StateVersion {
+            query_set: self.query_set,
+            identity: self.identity,
+            ts: Cow::Owned(self.ts.into_owned()),
         }
     }
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
-struct Modification {
-    #[serde(rename = "type")]
-    kind: String,
+struct Modification<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
     query_id: Option<u64>,
     /// `items:latest` returns an array of documents; only their `seq`
     /// matters here.
     value: Option<Vec<DocSeq>>,
-    error_message: Option<String>,
+    #[serde(borrow)]
+    error_message: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -713,7 +736,7 @@ impl Errors {
 /// What the official client checks of the Transition sequence.
 #[derive(Debug)]
 struct VersionTracker {
-    current: StateVersion,
+    current: StateVersion<'static>,
 }
 
 impl VersionTracker {
@@ -726,8 +749,8 @@ impl VersionTracker {
     /// Checks one Transition's versions and moves on to its end.
     fn apply(
         &mut self,
-        start: Option<StateVersion>,
-        end: Option<StateVersion>,
+        start: Option<StateVersion<'_>>,
+        end: Option<StateVersion<'_>>,
         errors: &mut Errors,
     ) {
         let (Some(start), Some(end)) = (start, end) else {
@@ -753,7 +776,16 @@ impl VersionTracker {
                 errors.note(e);
             }
         }
-        self.current = end;
+        // Reuses the held text's buffer: no allocation per Transition.
+        self.current.query_set = end.query_set;
+        self.current.identity = end.identity;
+        match &mut self.current.ts {
+            Cow::Owned(held) => {
+                held.clear();
+                held.push_str(&end.ts);
+            }
+            Cow::Borrowed(_) => self.current = end.into_owned(),
+        }
     }
 }
 
@@ -854,7 +886,7 @@ impl SessionReader {
                 return Ok(());
             }
         };
-        match msg.kind.as_str() {
+        match &*msg.kind {
             "Transition" => {
                 if counting {
                     out.transitions += 1;
@@ -863,7 +895,7 @@ impl SessionReader {
                     .apply(msg.start_version, msg.end_version, &mut out.errors);
                 let server_ns = msg.server_ts.map_or(0, |t| t.max(0.0) as u64);
                 for m in msg.modifications.unwrap_or_default() {
-                    match (m.kind.as_str(), m.query_id) {
+                    match (&*m.kind, m.query_id) {
                         ("QueryUpdated", Some(QUERY_ID)) => {
                             let docs = m.value.unwrap_or_default();
                             if counting {
@@ -1131,7 +1163,7 @@ async fn start_mutator(
                 Some(Ok(Message::Text(t))) => {
                     let msg: ServerMessage = serde_json::from_str(t.as_str())
                         .map_err(|e| format!("a driver session got {t:?}: {e}"))?;
-                    match msg.kind.as_str() {
+                    match &*msg.kind {
                         "Transition" => {
                             let mut errors = Errors::default();
                             versions.apply(msg.start_version, msg.end_version, &mut errors);
@@ -1246,7 +1278,7 @@ async fn start_mutator(
                         continue;
                     }
                 };
-                match msg.kind.as_str() {
+                match &*msg.kind {
                     "Transition" => versions.apply(msg.start_version, msg.end_version, &mut errors),
                     "Ping" => {}
                     "MutationResponse" => {
