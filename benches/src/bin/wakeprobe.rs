@@ -147,3 +147,17 @@ fn main() -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_trip_on_one_cpu_takes_time_and_cpu() {
+        let m = ping_pong(200, 0, 0).unwrap();
+        assert!(m.wall > Duration::ZERO, "{:?}", m.wall);
+        // CPU time is counted in coarse steps, so a short run may show
+        // none; never more than a second per round trip.
+        assert!(m.cpu < Duration::from_secs(1), "{:?}", m.cpu);
+    }
+}
