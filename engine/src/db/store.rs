@@ -314,6 +314,65 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// The hash map of an index's chains by key, in shards chosen by the
+/// key's bytes. A hash map grows by moving every entry into a table twice
+/// the size, all in the insert that fills it, and puts hold the store's
+/// lock. As one map, the put that grew it past 1,835,008 keys took about
+/// 0.2 s on the benchmark VM of BENCHMARKS.md, stalling every commit and
+/// read; in 64 shards each growth moves 1/64 of the keys, and the longest
+/// of 2 million puts took under 4 ms (the same total time).
+#[derive(Debug)]
+struct PointMap {
+    shards: Box<[HashMap<Key, Versions>]>,
+}
+
+const POINT_SHARDS: usize = 64;
+
+impl PointMap {
+    fn new() -> PointMap {
+        PointMap {
+            shards: (0..POINT_SHARDS).map(|_| HashMap::new()).collect(),
+        }
+    }
+
+    /// FNV-1a over the key's bytes, then MurmurHash3's finalizer so that
+    /// keys differing only in their last byte land in different shards.
+    fn shard_of(key: &[u8]) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in key {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h as usize % POINT_SHARDS
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Versions> {
+        self.shards[Self::shard_of(key)].get(key)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Versions> {
+        self.shards[Self::shard_of(key)].get_mut(key)
+    }
+
+    fn insert(&mut self, key: Key, v: Versions) {
+        self.shards[Self::shard_of(&key)].insert(key, v);
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.shards[Self::shard_of(key)].remove(key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+}
+
 #[derive(Debug, Default)]
 struct IndexStore {
     mem: BTreeMap<Key, Versions>,
@@ -321,7 +380,7 @@ struct IndexStore {
     /// (same keys, same chains) in a hash map, so a lookup among millions
     /// of keys costs a cache miss or two instead of a tree walk. Every
     /// change to `mem` goes through [`IndexStore::sync_point`].
-    point: Option<HashMap<Key, Versions>>,
+    point: Option<PointMap>,
     base: Option<Arc<Base>>,
 }
 
@@ -385,7 +444,10 @@ impl Store {
     pub fn add_index(&mut self, index: IndexId, point_lookups: bool) {
         let ix = self.indexes.entry(index).or_default();
         if point_lookups && ix.point.is_none() {
-            let point = ix.mem.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let mut point = PointMap::new();
+            for (k, v) in &ix.mem {
+                point.insert(k.clone(), v.clone());
+            }
             ix.point = Some(point);
         }
     }
@@ -605,5 +667,91 @@ pub fn bounds_empty(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
         | (Bound::Excluded(s), Bound::Included(e))
         | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys shaped like `by_id` keys: a table prefix, then random bytes.
+    fn id_keys(n: usize) -> Vec<Vec<u8>> {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        (0..n)
+            .map(|_| {
+                let mut k = vec![0x20, 0x27, 0x11];
+                for _ in 0..4 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    k.extend_from_slice(&x.to_le_bytes());
+                }
+                k
+            })
+            .collect()
+    }
+
+    #[test]
+    fn point_map_shards_hold_their_keys_and_spread_them() {
+        let keys = id_keys(64_000);
+        let mut m = PointMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let mut v = Versions::default();
+            v.push(Ts(i as u64 + 1), None);
+            m.insert(Key::from(k.clone()), v);
+        }
+        assert_eq!(m.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            let v = m.get(k).expect("every key is found");
+            assert_eq!(
+                v.version_at(Ts(u64::MAX)).map(|(t, _)| *t),
+                Some(Ts(i as u64 + 1))
+            );
+        }
+        let mean = keys.len() / POINT_SHARDS;
+        for (i, shard) in m.shards.iter().enumerate() {
+            assert!(
+                shard.len() > mean / 2 && shard.len() < mean * 2,
+                "shard {i} holds {} keys, the mean is {mean}",
+                shard.len()
+            );
+        }
+        // Keys that differ only in their last byte spread too.
+        let mut near = PointMap::new();
+        for b in 0..=255u8 {
+            near.insert(Key::from(vec![0x20, 0x27, b]), Versions::default());
+        }
+        assert!(near.shards.iter().filter(|s| !s.is_empty()).count() > POINT_SHARDS / 2);
+        for k in &keys[..1000] {
+            m.get_mut(k).expect("found").push(Ts(u64::MAX), None);
+            m.remove(k);
+            assert!(m.get(k).is_none());
+        }
+        assert_eq!(m.len(), keys.len() - 1000);
+    }
+
+    #[test]
+    fn an_index_given_point_lookups_later_finds_every_chain() {
+        let mut store = Store::default();
+        let ix = IndexId(7);
+        store.add_index(ix, false);
+        let keys = id_keys(5_000);
+        for (i, k) in keys.iter().enumerate() {
+            let doc: Doc = Arc::new(Object::default());
+            store
+                .put(ix, k.clone(), Ts(i as u64 + 1), Some(doc))
+                .unwrap();
+        }
+        store.add_index(ix, true);
+        let point = store.indexes[&ix].point.as_ref().expect("point map made");
+        assert_eq!(point.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert!(store.get(ix, k, Ts(i as u64)).unwrap().is_none());
+            assert!(store.get(ix, k, Ts(i as u64 + 1)).unwrap().is_some());
+        }
+        // A later put reaches both maps.
+        store.put(ix, keys[0].clone(), Ts(10_000), None).unwrap();
+        assert!(store.get(ix, &keys[0], Ts(10_000)).unwrap().is_none());
+        assert!(store.get(ix, &keys[0], Ts(9_999)).unwrap().is_some());
     }
 }
