@@ -317,10 +317,10 @@ impl std::fmt::Debug for Key {
 /// The hash map of an index's chains by key, in shards chosen by the
 /// key's bytes. A hash map grows by moving every entry into a table twice
 /// the size, all in the insert that fills it, and puts hold the store's
-/// lock. As one map, the put that grew it past 1,835,008 keys took about
-/// 0.2 s on the benchmark VM of BENCHMARKS.md, stalling every commit and
-/// read; in 64 shards each growth moves 1/64 of the keys, and the longest
-/// of 2 million puts took under 4 ms (the same total time).
+/// lock. As one map, the put that grew it past 1,835,008 keys took
+/// 0.19–1.16 s on the benchmark VM of BENCHMARKS.md, stalling every commit
+/// and read; in 64 shards each growth moves 1/64 of the keys, and the
+/// longest of 2 million puts took 3–13 ms (the same total time).
 #[derive(Debug)]
 struct PointMap {
     shards: Box<[HashMap<Key, Versions>]>,
@@ -335,14 +335,20 @@ impl PointMap {
         }
     }
 
-    /// FNV-1a over the key's bytes, then MurmurHash3's finalizer so that
-    /// keys differing only in their last byte land in different shards.
+    /// The key's bytes folded eight at a time (a multiply per word, not
+    /// per byte: this runs on every point read), then MurmurHash3's
+    /// finalizer, so that keys differing in any one byte land in
+    /// different shards.
     fn shard_of(key: &[u8]) -> usize {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in key {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ key.len() as u64;
+        let mut words = key.chunks_exact(8);
+        for w in &mut words {
+            let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
         }
+        let mut last = [0u8; 8];
+        last[..words.remainder().len()].copy_from_slice(words.remainder());
+        h = (h ^ u64::from_le_bytes(last)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
         h ^= h >> 33;
