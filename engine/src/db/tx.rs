@@ -414,13 +414,14 @@ impl Transaction<'_> {
             internal: InternalId::generate(&mut rand::thread_rng(), std::time::SystemTime::now()),
         };
         let mut doc = fields;
+        doc.reserve_exact(2);
         doc.insert(ID_FIELD.into(), Value::String(id.encode()));
         doc.insert(
             CREATION_TIME_FIELD.into(),
             Value::Float64(self.next_creation_time()),
         );
         check_document(&doc)?;
-        self.stage(id, Some(Arc::new(doc)))?;
+        self.stage(id, Some(stored(doc)))?;
         Ok(id)
     }
 
@@ -449,7 +450,7 @@ impl Transaction<'_> {
             CREATION_TIME_FIELD.into(),
             Value::Float64(self.next_creation_time()),
         );
-        self.stage(catalog_id, Some(Arc::new(doc)))?;
+        self.stage(catalog_id, Some(stored(doc)))?;
         self.new_tables.insert(name.to_string(), number);
         Ok(number)
     }
@@ -500,7 +501,7 @@ impl Transaction<'_> {
             };
         }
         check_document(&doc)?;
-        let doc = Arc::new(doc);
+        let doc = stored(doc);
         self.stage(id, Some(doc.clone()))?;
         Ok(doc)
     }
@@ -537,7 +538,7 @@ impl Transaction<'_> {
             }
         }
         check_document(&doc)?;
-        let doc = Arc::new(doc);
+        let doc = stored(doc);
         self.stage(id, Some(doc.clone()))?;
         Ok(doc)
     }
@@ -629,7 +630,7 @@ impl Transaction<'_> {
             CREATION_TIME_FIELD.into(),
             Value::Float64(self.next_creation_time()),
         );
-        self.stage(id, Some(Arc::new(doc)))
+        self.stage(id, Some(stored(doc)))
     }
 
     /// Records the whole `_index` table as read (so two transactions
@@ -702,4 +703,11 @@ pub fn doc_id(doc: &Object) -> Option<DocumentId> {
         Some(Value::String(s)) => DocumentId::decode(s).ok(),
         _ => None,
     }
+}
+
+/// A document as the store keeps it (for as long as it is a live
+/// version): without spare capacity.
+fn stored(mut doc: Object) -> Doc {
+    doc.shrink_to_fit();
+    Arc::new(doc)
 }

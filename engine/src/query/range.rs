@@ -869,9 +869,7 @@ mod tests {
         let (last, init) = path.components().split_last().expect("non-empty");
         let mut cur = doc;
         for name in init {
-            let entry = cur
-                .entry(name.clone())
-                .or_insert_with(|| Value::Object(Object::new()));
+            let entry = cur.get_or_insert_with(name, || Value::Object(Object::new()));
             if !matches!(entry, Value::Object(_)) {
                 *entry = Value::Object(Object::new());
             }

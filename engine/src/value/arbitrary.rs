@@ -75,7 +75,8 @@ fn arb_tree(key: BoxedStrategy<String>) -> impl Strategy<Value = Value> {
     arb_leaf().prop_recursive(4, 48, 5, move |inner| {
         prop_oneof![
             vec(inner.clone(), 0..5).prop_map(Value::Array),
-            btree_map(key.clone(), inner, 0..5).prop_map(Value::Object),
+            btree_map(key.clone(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }

@@ -241,7 +241,9 @@ impl<'a> Reader<'a> {
     /// An object's fields, after its tag; `depth` counts the object itself.
     fn object(&mut self, depth: usize) -> Result<Object, ValueError> {
         let count = self.len()?;
-        let mut fields = Object::new();
+        // Exact for any real object (Convex allows 1,024 fields); a corrupt
+        // count cannot make it allocate more than that.
+        let mut fields = Object::with_capacity(count.min(1024));
         for _ in 0..count {
             let name_at = self.pos;
             let name = self.string()?;

@@ -226,7 +226,7 @@ fn from_json_at(j: &Json, depth: usize, path: &mut String) -> Result<Value, Valu
                 }
             }
             let depth = enter(depth)?;
-            let mut out = Object::new();
+            let mut out = Object::with_capacity(map.len());
             for (k, v) in map {
                 check_field_name_at(k, path)?;
                 let len = path.len();

@@ -13,6 +13,7 @@
 //!   output format.
 //! - [`key`]: the order-preserving (memcomparable) index key encoding.
 //! - [`binary`]: the compact tagged form documents take in the log.
+//! - [`object`]: [`Object`], fields sorted by name in one vector.
 //! - [`limits`]: every size, nesting, count and field-name limit, checked in
 //!   one place.
 
@@ -21,20 +22,17 @@ mod error;
 pub mod json;
 pub mod key;
 pub mod limits;
+pub mod object;
 pub mod order;
 
 #[cfg(test)]
 mod arbitrary;
 
-use std::collections::BTreeMap;
-
 #[cfg(test)]
 pub(crate) use arbitrary::{arb_field_name, arb_valid_value, arb_value};
 pub use error::{Format, ValueError};
 
-/// An object: field names to values, kept sorted by field name (byte order),
-/// as Convex does.
-pub type Object = BTreeMap<String, Value>;
+pub use object::Object;
 
 /// A Convex value.
 ///
