@@ -327,7 +327,9 @@ impl State {
 #[derive(Clone, Debug)]
 struct WrittenKey {
     index: IndexId,
-    key: Vec<u8>,
+    /// Inline when short (nearly always): a commit's keys are then one
+    /// allocation, kept until GC passes the commit.
+    key: store::Key,
     id: DocumentId,
 }
 
@@ -1498,7 +1500,7 @@ impl Shared {
                 for c in &batch {
                     for k in c.keys.iter() {
                         if state.store.prune(k.index, &k.key, horizon) == store::Pruned::Uncovered {
-                            uncovered.push((k.index, k.key.clone()));
+                            uncovered.push((k.index, k.key.to_vec()));
                         }
                     }
                 }
@@ -1591,35 +1593,37 @@ fn apply(
             }
         }
         let old = state.latest(id)?;
-        let defs: Vec<IndexDef> = state.catalog.table_indexes(id.table).cloned().collect();
-        if defs.is_empty() {
+        let State { store, catalog } = &mut *state;
+        let mut defs = catalog.table_indexes(id.table).peekable();
+        if defs.peek().is_none() {
             return Err(bad(format!(
                 "document {id} belongs to table {} which has no catalog entry",
                 id.table
             )));
         }
-        for def in &defs {
+        for def in defs {
             let old_key = old.as_ref().map(|d| def.key_of(d));
             let new_key = new.as_ref().map(|d| def.key_of(d));
-            if let Some(k) = &old_key {
-                if new_key.as_ref() != Some(k) {
-                    state.store.put(def.id, k.clone(), ts, None)?;
-                }
+            let moved = old_key != new_key;
+            if let Some(k) = old_key.as_deref().filter(|_| moved) {
+                store.put(def.id, k, ts, None)?;
+            }
+            if let Some(k) = new_key.as_deref() {
+                store.put(def.id, k, ts, new.clone())?;
+            }
+            if let Some(key) = old_key {
                 keys.push(WrittenKey {
                     index: def.id,
-                    key: k.clone(),
+                    key: key.into(),
                     id: *id,
                 });
             }
-            if let Some(k) = new_key {
-                state.store.put(def.id, k.clone(), ts, new.clone())?;
-                if old_key.as_ref() != Some(&k) {
-                    keys.push(WrittenKey {
-                        index: def.id,
-                        key: k,
-                        id: *id,
-                    });
-                }
+            if let Some(key) = new_key.filter(|_| moved) {
+                keys.push(WrittenKey {
+                    index: def.id,
+                    key: key.into(),
+                    id: *id,
+                });
             }
         }
     }

@@ -224,6 +224,17 @@ fn decode_entry(base: &Base, key: &[u8], bytes: &[u8]) -> Result<(Ts, Doc), Chec
     })
 }
 
+/// The entry of `key` in `base`, if there is a base and it has one.
+fn base_get(base: &Option<Arc<Base>>, key: &[u8]) -> Result<Option<(Ts, Doc)>, CheckpointError> {
+    let Some(base) = base else {
+        return Ok(None);
+    };
+    match base.tree.get(key)? {
+        Some(v) => decode_entry(base, key, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The first bytes of a key in hex, for messages.
 pub fn hex_prefix(key: &[u8]) -> String {
     let mut s: String = key.iter().take(24).map(|b| format!("{b:02x}")).collect();
@@ -237,7 +248,7 @@ pub fn hex_prefix(key: &[u8]) -> String {
 /// all) are stored inside the map's nodes, so a lookup compares bytes in
 /// the nodes it walks instead of following a pointer per comparison.
 #[derive(Clone)]
-enum Key {
+pub(crate) enum Key {
     Inline { len: u8, bytes: [u8; KEY_INLINE] },
     Heap(Box<[u8]>),
 }
@@ -245,10 +256,25 @@ enum Key {
 const KEY_INLINE: usize = 54;
 
 impl Key {
-    fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
             Key::Heap(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(v: &[u8]) -> Key {
+        if v.len() <= KEY_INLINE {
+            let mut bytes = [0; KEY_INLINE];
+            bytes[..v.len()].copy_from_slice(v);
+            Key::Inline {
+                len: v.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(v.into())
         }
     }
 }
@@ -417,13 +443,7 @@ impl IndexStore {
     }
 
     fn base_get(&self, key: &[u8]) -> Result<Option<(Ts, Doc)>, CheckpointError> {
-        let Some(base) = &self.base else {
-            return Ok(None);
-        };
-        match base.tree.get(key)? {
-            Some(v) => decode_entry(base, key, &v).map(Some),
-            None => Ok(None),
-        }
+        base_get(&self.base, key)
     }
 }
 
@@ -554,7 +574,7 @@ impl Store {
     pub fn put(
         &mut self,
         index: IndexId,
-        key: Vec<u8>,
+        key: &[u8],
         ts: Ts,
         doc: Option<Doc>,
     ) -> Result<(), CheckpointError> {
@@ -562,24 +582,28 @@ impl Store {
             .indexes
             .get_mut(&index)
             .expect("entries go to indexes that exist");
-        if let Some(v) = ix.mem.get_mut(key.as_slice()) {
-            // The point map holds the same chain: add the same version to
-            // it rather than copying the chain over (this is every update).
-            if let Some(p) = ix.point.as_mut().and_then(|m| m.get_mut(key.as_slice())) {
-                p.push(ts, doc.clone());
+        // One walk of the tree, whether the key has a chain or not.
+        match ix.mem.entry(Key::from(key)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                // The point map holds the same chain: add the same version
+                // to it rather than copying the chain over (every update).
+                if let Some(p) = ix.point.as_mut().and_then(|m| m.get_mut(key)) {
+                    p.push(ts, doc.clone());
+                }
+                e.get_mut().push(ts, doc);
             }
-            v.push(ts, doc);
-            return Ok(());
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let mut v = Versions::default();
+                if let Some((t, d)) = base_get(&ix.base, key)? {
+                    v.push(t, Some(d));
+                }
+                v.push(ts, doc);
+                if let Some(point) = &mut ix.point {
+                    point.insert(e.key().clone(), v.clone());
+                }
+                e.insert(v);
+            }
         }
-        let mut v = Versions::default();
-        if let Some((t, d)) = ix.base_get(&key)? {
-            v.push(t, Some(d));
-        }
-        v.push(ts, doc);
-        if let Some(point) = &mut ix.point {
-            point.insert(Key::from(key.clone()), v.clone());
-        }
-        ix.mem.insert(Key::from(key), v);
         Ok(())
     }
 
@@ -744,9 +768,7 @@ mod tests {
         let keys = id_keys(5_000);
         for (i, k) in keys.iter().enumerate() {
             let doc: Doc = Arc::new(Object::default());
-            store
-                .put(ix, k.clone(), Ts(i as u64 + 1), Some(doc))
-                .unwrap();
+            store.put(ix, k, Ts(i as u64 + 1), Some(doc)).unwrap();
         }
         store.add_index(ix, true);
         let point = store.indexes[&ix].point.as_ref().expect("point map made");
@@ -756,7 +778,7 @@ mod tests {
             assert!(store.get(ix, k, Ts(i as u64 + 1)).unwrap().is_some());
         }
         // A later put reaches both maps.
-        store.put(ix, keys[0].clone(), Ts(10_000), None).unwrap();
+        store.put(ix, &keys[0], Ts(10_000), None).unwrap();
         assert!(store.get(ix, &keys[0], Ts(10_000)).unwrap().is_none());
         assert!(store.get(ix, &keys[0], Ts(9_999)).unwrap().is_some());
     }
