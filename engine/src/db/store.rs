@@ -256,7 +256,7 @@ pub(crate) enum Key {
 const KEY_INLINE: usize = 54;
 
 impl Key {
-    pub(crate) fn as_bytes(&self) -> &[u8] {
+    fn as_bytes(&self) -> &[u8] {
         match self {
             Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
             Key::Heap(b) => b,
@@ -282,12 +282,7 @@ impl From<&[u8]> for Key {
 impl From<Vec<u8>> for Key {
     fn from(v: Vec<u8>) -> Key {
         if v.len() <= KEY_INLINE {
-            let mut bytes = [0; KEY_INLINE];
-            bytes[..v.len()].copy_from_slice(&v);
-            Key::Inline {
-                len: v.len() as u8,
-                bytes,
-            }
+            Key::from(v.as_slice())
         } else {
             Key::Heap(v.into_boxed_slice())
         }
@@ -441,10 +436,6 @@ impl IndexStore {
             None => self.mem.get(key),
         }
     }
-
-    fn base_get(&self, key: &[u8]) -> Result<Option<(Ts, Doc)>, CheckpointError> {
-        base_get(&self.base, key)
-    }
 }
 
 /// All index entry versions of all indexes.
@@ -462,7 +453,7 @@ impl Store {
         if let Some(v) = ix.chain(key) {
             return Ok(v.at(ts).cloned().flatten());
         }
-        Ok(ix.base_get(key)?.and_then(|(t, d)| (t <= ts).then_some(d)))
+        Ok(base_get(&ix.base, key)?.and_then(|(t, d)| (t <= ts).then_some(d)))
     }
 
     /// Adds an empty index; `point_lookups` keeps a hash map of its
