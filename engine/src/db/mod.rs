@@ -685,12 +685,14 @@ fn commit_group(shared: &Arc<Shared>, batch: Vec<(CommitRequest, Arc<Waiter>)>) 
         }
         match appended {
             Ok(()) => {
+                // Commits are appended in timestamp order, one group at a
+                // time under the committer lock.
                 shared
                     .gc
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .queue
-                    .extend(written);
+                    .push_back(written);
             }
             Err(e) => {
                 // The group's versions are in the store but not in the log:
@@ -823,11 +825,61 @@ fn validate(
 #[derive(Default)]
 struct Gc {
     /// Keys written by each commit not yet past the GC horizon, oldest
-    /// first.
-    queue: VecDeque<CommittedWrites>,
+    /// first, in groups (a commit group, or up to [`GC_GROUP_MAX`] replayed
+    /// commits). In groups, the queue of a few minutes of commits at tens
+    /// of thousands a second has one entry per group rather than per
+    /// commit, so growing it (all at once, under this lock, which commits
+    /// take) moves that many times less.
+    queue: VecDeque<Vec<CommittedWrites>>,
     /// Keys whose chain is settled but whose index has no checkpoint yet:
     /// pruned again once one is installed.
     uncovered: Vec<(IndexId, Vec<u8>)>,
+}
+
+/// Replayed commits per GC queue group.
+const GC_GROUP_MAX: usize = 256;
+
+impl Gc {
+    /// Queues one commit, newer than all queued ones.
+    fn push(&mut self, c: CommittedWrites) {
+        match self.queue.back_mut() {
+            Some(group) if group.len() < GC_GROUP_MAX => group.push(c),
+            _ => {
+                let mut group = Vec::with_capacity(GC_GROUP_MAX);
+                group.push(c);
+                self.queue.push_back(group);
+            }
+        }
+    }
+
+    /// Takes the oldest queued commits at or before `horizon`, about
+    /// `keys_max` keys' worth (whole groups while they fit).
+    fn take(&mut self, horizon: Ts, keys_max: usize) -> Vec<CommittedWrites> {
+        let mut batch = Vec::new();
+        let mut keys = 0;
+        while keys < keys_max {
+            let Some(group) = self.queue.front_mut() else {
+                break;
+            };
+            let due = group.partition_point(|c| c.ts <= horizon);
+            if due == 0 {
+                break;
+            }
+            let whole = due == group.len();
+            let taken: Vec<CommittedWrites> = if whole {
+                self.queue.pop_front().expect("checked")
+            } else {
+                group.drain(..due).collect()
+            };
+            keys += taken.iter().map(|c| c.keys.len()).sum::<usize>();
+            batch.extend(taken);
+            if !whole {
+                // The rest of this group, and all after it, are newer.
+                break;
+            }
+        }
+        batch
+    }
 }
 
 /// Figures of the database, for metrics and tests.
@@ -1006,7 +1058,7 @@ impl Database {
                 }
                 let applied = apply(&mut state, rec.ts, &writes)?;
                 pending.extend(applied.new_indexes);
-                gc.queue.push_back(CommittedWrites {
+                gc.push(CommittedWrites {
                     ts: rec.ts,
                     keys: applied.keys.into(),
                 });
@@ -1481,16 +1533,11 @@ impl Shared {
         let horizon = self.gc_horizon();
         pause::point("gc:horizon");
         loop {
-            let mut batch = Vec::new();
-            let mut keys = 0;
-            {
-                let mut gc = self.gc.lock().unwrap_or_else(|p| p.into_inner());
-                while keys < KEYS_PER_HOLD && gc.queue.front().is_some_and(|c| c.ts <= horizon) {
-                    let c = gc.queue.pop_front().expect("checked");
-                    keys += c.keys.len();
-                    batch.push(c);
-                }
-            }
+            let batch = self
+                .gc
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(horizon, KEYS_PER_HOLD);
             if batch.is_empty() {
                 break;
             }
@@ -1671,4 +1718,78 @@ fn parse_index_doc(doc: &Object) -> Result<(TableNumber, String, Vec<FieldPath>)
         _ => return Err("an _index document lacks its fields".into()),
     };
     Ok((table, name.to_string(), fields))
+}
+
+#[cfg(test)]
+mod gc_queue_tests {
+    use super::*;
+
+    fn commit(ts: u64, keys: usize) -> CommittedWrites {
+        let id = DocumentId {
+            table: TableNumber::new(10_001).expect("a user table number"),
+            internal: crate::id::InternalId::generate(
+                &mut rand::thread_rng(),
+                std::time::SystemTime::now(),
+            ),
+        };
+        let keys: Vec<WrittenKey> = (0..keys)
+            .map(|k| WrittenKey {
+                index: IndexId(1),
+                key: vec![k as u8].into(),
+                id,
+            })
+            .collect();
+        CommittedWrites {
+            ts: Ts(ts),
+            keys: keys.into(),
+        }
+    }
+
+    fn tss(batch: &[CommittedWrites]) -> Vec<u64> {
+        batch.iter().map(|c| c.ts.0).collect()
+    }
+
+    #[test]
+    fn takes_commits_up_to_the_horizon_in_order_across_groups() {
+        let mut gc = Gc::default();
+        // Replayed commits fill groups of GC_GROUP_MAX ...
+        for ts in 1..=(GC_GROUP_MAX as u64 + 2) {
+            gc.push(commit(ts, 1));
+        }
+        assert_eq!(gc.queue.len(), 2);
+        // ... and commit groups come whole.
+        let first_group = GC_GROUP_MAX as u64 + 3;
+        gc.queue.push_back(
+            (first_group..first_group + 5)
+                .map(|ts| commit(ts, 2))
+                .collect(),
+        );
+        // Nothing is due before the oldest commit.
+        assert!(gc.take(Ts(0), usize::MAX).is_empty());
+        // A horizon inside the last group takes what is due and leaves the
+        // rest, in order.
+        let batch = gc.take(Ts(first_group + 1), usize::MAX);
+        assert_eq!(tss(&batch), (1..=first_group + 1).collect::<Vec<_>>());
+        let batch = gc.take(Ts(u64::MAX), usize::MAX);
+        assert_eq!(
+            tss(&batch),
+            (first_group + 2..first_group + 5).collect::<Vec<_>>()
+        );
+        assert!(gc.queue.is_empty());
+        assert!(gc.take(Ts(u64::MAX), usize::MAX).is_empty());
+    }
+
+    #[test]
+    fn a_take_stops_once_it_holds_enough_keys() {
+        let mut gc = Gc::default();
+        for g in 0..4u64 {
+            gc.queue
+                .push_back((0..10).map(|i| commit(g * 10 + i + 1, 3)).collect());
+        }
+        // Whole groups of 30 keys each, until at least 40 keys are held.
+        let batch = gc.take(Ts(u64::MAX), 40);
+        assert_eq!(tss(&batch), (1..=20).collect::<Vec<_>>());
+        let batch = gc.take(Ts(u64::MAX), 40);
+        assert_eq!(tss(&batch), (21..=40).collect::<Vec<_>>());
+    }
 }
