@@ -30,12 +30,6 @@ pub type Iter<'a> = std::iter::Map<
     fn(&'a (String, Value)) -> (&'a String, &'a Value),
 >;
 
-/// Iterates `(&name, &mut value)` in name order.
-pub type IterMut<'a> = std::iter::Map<
-    std::slice::IterMut<'a, (String, Value)>,
-    fn(&'a mut (String, Value)) -> (&'a String, &'a mut Value),
->;
-
 impl Object {
     pub const fn new() -> Object {
         Object { fields: Vec::new() }
@@ -102,24 +96,11 @@ impl Object {
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Value> {
-        self.remove_entry(name).map(|(_, v)| v)
-    }
-
-    pub fn remove_entry(&mut self, name: &str) -> Option<(String, Value)> {
-        self.find(name).ok().map(|i| self.fields.remove(i))
-    }
-
-    /// Keeps the fields for which `keep` says true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut Value) -> bool) {
-        self.fields.retain_mut(|(k, v)| keep(k, v));
+        self.find(name).ok().map(|i| self.fields.remove(i).1)
     }
 
     pub fn iter(&self) -> Iter<'_> {
         self.fields.iter().map(|(k, v)| (k, v))
-    }
-
-    pub fn iter_mut(&mut self) -> IterMut<'_> {
-        self.fields.iter_mut().map(|(k, v)| (&*k, v))
     }
 
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &String> + ExactSizeIterator {
@@ -128,20 +109,6 @@ impl Object {
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &Value> + ExactSizeIterator {
         self.fields.iter().map(|(_, v)| v)
-    }
-
-    pub fn values_mut(
-        &mut self,
-    ) -> impl DoubleEndedIterator<Item = &mut Value> + ExactSizeIterator {
-        self.fields.iter_mut().map(|(_, v)| v)
-    }
-
-    pub fn into_values(self) -> impl DoubleEndedIterator<Item = Value> + ExactSizeIterator {
-        self.fields.into_iter().map(|(_, v)| v)
-    }
-
-    pub fn first_key_value(&self) -> Option<(&String, &Value)> {
-        self.fields.first().map(|(k, v)| (k, v))
     }
 
     pub fn last_key_value(&self) -> Option<(&String, &Value)> {
@@ -225,15 +192,6 @@ impl<'a> IntoIterator for &'a Object {
 
     fn into_iter(self) -> Iter<'a> {
         self.iter()
-    }
-}
-
-impl<'a> IntoIterator for &'a mut Object {
-    type Item = (&'a String, &'a mut Value);
-    type IntoIter = IterMut<'a>;
-
-    fn into_iter(self) -> IterMut<'a> {
-        self.iter_mut()
     }
 }
 
