@@ -54,9 +54,10 @@ enum Command {
 }
 
 /// mimalloc rather than glibc's malloc: the sync hub allocates messages on
-/// its thread and the socket tasks free them on the runtime's, a pattern
-/// glibc's arenas handle with locks and consolidation (about a tenth of
-/// `convexd`'s CPU under `syncbench`).
+/// its thread and other threads free them (socket tasks writing a backlog,
+/// readers, the executor's calls), a pattern glibc's arenas handle with
+/// locks and consolidation (about a tenth of `convexd`'s CPU under
+/// `syncbench` when socket tasks wrote every message).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -116,3 +116,103 @@ fn mutations_survive_dropped_sockets_and_a_server_restart_applied_once() {
         "the server was restarted"
     );
 }
+
+/// Writes one masked client frame (RFC 6455 §5.3).
+fn client_frame(socket: &mut std::net::TcpStream, opcode: u8, payload: &[u8]) {
+    use std::io::Write;
+    assert!(payload.len() < 126);
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    socket.write_all(&frame).unwrap();
+}
+
+/// Reads one unmasked server frame: (opcode, payload).
+fn server_frame(socket: &mut std::net::TcpStream) -> (u8, Vec<u8>) {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    socket.read_exact(&mut head).unwrap();
+    assert_eq!(head[1] & 0x80, 0, "a server frame is not masked");
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut n = [0u8; 2];
+            socket.read_exact(&mut n).unwrap();
+            u16::from_be_bytes(n) as usize
+        }
+        127 => {
+            let mut n = [0u8; 8];
+            socket.read_exact(&mut n).unwrap();
+            u64::from_be_bytes(n) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    socket.read_exact(&mut payload).unwrap();
+    (head[0] & 0x0f, payload)
+}
+
+/// The upgrade and the WebSocket framing below the official client: a
+/// request that is not an upgrade is refused; pings are answered with their
+/// payload, a Transition arrives as a text frame, and a client's close is
+/// answered with a close.
+#[test]
+fn the_sync_socket_speaks_rfc_6455() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    let addr = format!("127.0.0.1:{}", server.port);
+    let timeout = Some(Duration::from_secs(10));
+
+    let mut plain = std::net::TcpStream::connect(&addr).unwrap();
+    plain.set_read_timeout(timeout).unwrap();
+    write!(
+        plain,
+        "GET /api/1.48.0/sync HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("did not include 'upgrade'"), "{answer}");
+
+    let mut ws = std::net::TcpStream::connect(&addr).unwrap();
+    ws.set_read_timeout(timeout).unwrap();
+    write!(
+        ws,
+        "GET /api/1.48.0/sync HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        ws.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+
+    client_frame(&mut ws, 0x9, b"are you there");
+    assert_eq!(server_frame(&mut ws), (0xA, b"are you there".to_vec()));
+
+    let connect = r#"{"type":"Connect","sessionId":"7b7a9d39-6f7e-4b6c-9d1e-3c0f0e1a2b3c","connectionCount":0,"lastCloseReason":"InitialConnect"}"#;
+    client_frame(&mut ws, 0x1, connect.as_bytes());
+    let modify = r#"{"type":"ModifyQuerySet","baseVersion":0,"newVersion":1,"modifications":[]}"#;
+    client_frame(&mut ws, 0x1, modify.as_bytes());
+    let (opcode, text) = server_frame(&mut ws);
+    assert_eq!(opcode, 0x1);
+    let transition: JsonValue = serde_json::from_slice(&text).unwrap();
+    assert_eq!(transition["type"], "Transition", "{transition}");
+    assert_eq!(transition["endVersion"]["querySet"], 1, "{transition}");
+
+    client_frame(&mut ws, 0x8, &1000u16.to_be_bytes());
+    let (opcode, payload) = server_frame(&mut ws);
+    assert_eq!(opcode, 0x8);
+    assert_eq!(payload, 1000u16.to_be_bytes());
+}

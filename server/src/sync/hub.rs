@@ -15,8 +15,9 @@
 //! 2. **Shared execution.** Sessions asking for the same function, args,
 //!    identity and journal share one [`Entry`]: one execution per cycle and
 //!    one engine subscription, however many sessions watch it.
-//! 3. **Nothing waits on a client.** The hub only `try_send`s to a
-//!    session's bounded queue; a session whose queue is full is closed with
+//! 3. **Nothing waits on a client.** The hub writes to a session's socket
+//!    without blocking ([`SocketWriter::send`]): what the kernel does not
+//!    take is queued, bounded; a session whose queue is full is closed with
 //!    1013 and forgotten, so a stalled client never delays the hub, other
 //!    sessions or the committer.
 //! 4. **A mutation is reflected.** After a successful mutation's response
@@ -27,10 +28,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use engine::db::Database;
 use engine::subs::{Invalidation, Invalidations, SubscriptionId};
 use engine::ts::Ts;
@@ -38,19 +39,16 @@ use engine::value::json::to_json;
 use runtime::execute::{Call, CallOutcome, Caller, Executor, SessionRequest};
 use runtime::UdfType;
 use serde_json::Value as JsonValue;
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::protocol::{self, ClientMessage, QuerySetModification, StateVersion};
+use super::socket::{self, SendError, SocketWriter};
 use crate::admin::keys_equal;
 use crate::functions::parse_args;
 
 /// Names one socket's session in the hub.
 pub type SessionKey = u64;
 
-/// Messages queued for one socket before it is closed as too slow.
-pub const SESSION_QUEUE: usize = 256;
-/// Bytes queued for one socket before it is closed as too slow.
-pub const SESSION_QUEUE_BYTES: usize = 16 << 20;
 /// Mutations (and, separately, actions) one session may have in flight.
 pub const MAX_IN_FLIGHT: usize = 1000;
 /// Commands queued for the hub before sessions wait.
@@ -72,42 +70,13 @@ impl Identity {
     }
 }
 
-/// What the socket task sends.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// A text message. Transitions that are identical for many sessions
-    /// (same versions, results and clock skew) share one buffer.
-    Text(Utf8Bytes),
-    /// Close the socket: with a code and reason, or (after a FatalError or
-    /// AuthError) without one.
-    Close(Option<(u16, String)>),
-}
-
-/// Shared by the hub and one socket task: how the hub closes a socket
-/// whose queue is full.
-#[derive(Debug, Default)]
-pub struct SessionLink {
-    pub kill: Notify,
-    pub close: Mutex<Option<(u16, String)>>,
-    /// Bytes of text queued and not yet written to the socket.
-    pub queued_bytes: std::sync::atomic::AtomicUsize,
-}
-
-impl SessionLink {
-    fn close_with(&self, code: u16, reason: String) {
-        *self.close.lock().unwrap_or_else(|p| p.into_inner()) = Some((code, reason));
-        self.kill.notify_one();
-    }
-}
-
 /// A request to the hub.
 #[derive(Debug)]
 pub enum Cmd {
     Connect {
         key: SessionKey,
         session_id: String,
-        out: mpsc::Sender<Outgoing>,
-        link: Arc<SessionLink>,
+        writer: Arc<SocketWriter>,
         clock_skew: Option<f64>,
     },
     Message {
@@ -240,8 +209,7 @@ struct SessionQuery {
 
 struct Session {
     session_id: String,
-    out: mpsc::Sender<Outgoing>,
-    link: Arc<SessionLink>,
+    writer: Arc<SocketWriter>,
     clock_skew: Option<f64>,
     /// The end version of the last Transition sent, and its ts as text.
     sent: StateVersion,
@@ -378,16 +346,14 @@ impl HubState {
             Cmd::Connect {
                 key,
                 session_id,
-                out,
-                link,
+                writer,
                 clock_skew,
             } => {
                 self.sessions.insert(
                     key,
                     Session {
                         session_id,
-                        out,
-                        link,
+                        writer,
                         clock_skew,
                         sent: StateVersion::default(),
                         sent_ts_text: Arc::clone(&self.zero_ts_text),
@@ -421,7 +387,7 @@ impl HubState {
                     )),
                 });
                 let text = protocol::mutation_response(request_id, &result, &outcome.log_lines);
-                if !self.push(key, Outgoing::Text(text.into())) {
+                if !self.push(key, socket::text_frame(&text)) {
                     return;
                 }
                 if let (Ok((_, ts)), Some(s)) = (&result, self.sessions.get_mut(&key)) {
@@ -442,7 +408,7 @@ impl HubState {
                     &split_error(&outcome),
                     &outcome.log_lines,
                 );
-                self.push(key, Outgoing::Text(text.into()));
+                self.push(key, socket::text_frame(&text));
             }
             Cmd::InvalidateAll => {
                 for (key, entry) in self.queries.iter_mut() {
@@ -524,7 +490,7 @@ impl HubState {
                     Err(message) => {
                         let text =
                             protocol::mutation_response(request_id, &Err((message, None)), &[]);
-                        self.push(key, Outgoing::Text(text.into()));
+                        self.push(key, socket::text_frame(&text));
                         return Ok(());
                     }
                 };
@@ -559,7 +525,7 @@ impl HubState {
                         Err(message) => {
                             let text =
                                 protocol::action_response(request_id, &Err((message, None)), &[]);
-                            self.push(key, Outgoing::Text(text.into()));
+                            self.push(key, socket::text_frame(&text));
                             return Ok(());
                         }
                     };
@@ -772,35 +738,22 @@ impl HubState {
         }
     }
 
-    /// Queues `out` for session `key`; a full queue closes the session
+    /// Sends `frame` to session `key`; a full queue closes the session
     /// (1013). Returns whether the session is still there.
-    fn push(&mut self, key: SessionKey, out: Outgoing) -> bool {
+    fn push(&mut self, key: SessionKey, frame: Bytes) -> bool {
         let Some(session) = self.sessions.get(&key) else {
             return false;
         };
-        if let Outgoing::Text(text) = &out {
-            let queued = session
-                .link
-                .queued_bytes
-                .fetch_add(text.len(), Ordering::Relaxed);
-            if queued + text.len() > SESSION_QUEUE_BYTES {
-                self.overloaded(
-                    key,
-                    "SubscriptionsWorkerFullError: this client is not reading its updates fast enough",
-                );
-                return false;
-            }
-        }
-        match session.out.try_send(out) {
+        match session.writer.send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(SendError::Full) => {
                 self.overloaded(
                     key,
                     "SubscriptionsWorkerFullError: this client is not reading its updates fast enough",
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(SendError::Closed) => {
                 self.drop_session(key);
                 false
             }
@@ -810,9 +763,18 @@ impl HubState {
     fn overloaded(&mut self, key: SessionKey, reason: &str) {
         if let Some(session) = self.sessions.get(&key) {
             tracing::warn!(session = %session.session_id, reason, "closing a sync session (1013)");
-            session.link.close_with(1013, reason.to_string());
+            session
+                .writer
+                .close(socket::close_frame(Some((1013, reason))), true);
         }
         self.drop_session(key);
+    }
+
+    /// Queues the close after what is queued for session `key`.
+    fn close(&mut self, key: SessionKey) {
+        if let Some(session) = self.sessions.get(&key) {
+            session.writer.close(socket::close_frame(None), false);
+        }
     }
 
     /// Sends a FatalError and closes, as upstream does for a client's
@@ -821,8 +783,8 @@ impl HubState {
         if let Some(session) = self.sessions.get(&key) {
             tracing::info!(session = %session.session_id, error, "sync protocol error");
         }
-        if self.push(key, Outgoing::Text(protocol::fatal_error(error).into())) {
-            self.push(key, Outgoing::Close(None));
+        if self.push(key, socket::text_frame(&protocol::fatal_error(error))) {
+            self.close(key);
         }
         self.drop_session(key);
     }
@@ -830,9 +792,9 @@ impl HubState {
     fn auth_error(&mut self, key: SessionKey, error: &str, base_version: u32) {
         if self.push(
             key,
-            Outgoing::Text(protocol::auth_error(error, base_version, true).into()),
+            socket::text_frame(&protocol::auth_error(error, base_version, true)),
         ) {
-            self.push(key, Outgoing::Close(None));
+            self.close(key);
         }
         self.drop_session(key);
     }
@@ -963,7 +925,7 @@ impl HubState {
         &mut self,
         key: SessionKey,
         t: Ts,
-        shared: &mut HashMap<TransitionShape, Vec<Utf8Bytes>>,
+        shared: &mut HashMap<TransitionShape, Vec<Bytes>>,
     ) {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
@@ -1031,13 +993,13 @@ impl HubState {
                 v.insert(
                     protocol::chunk_transition(text, self.transition_ids)
                         .into_iter()
-                        .map(Utf8Bytes::from)
+                        .map(|part| socket::text_frame(&part))
                         .collect(),
                 )
             }
         };
         for part in parts.iter() {
-            if !self.push(key, Outgoing::Text(part.clone())) {
+            if !self.push(key, part.clone()) {
                 return;
             }
         }
