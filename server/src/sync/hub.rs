@@ -49,6 +49,9 @@ use crate::functions::parse_args;
 /// Names one socket's session in the hub.
 pub type SessionKey = u64;
 
+/// Why a session is closed (1013) when its socket's queue is full.
+pub const QUEUE_FULL: &str =
+    "SubscriptionsWorkerFullError: this client is not reading its updates fast enough";
 /// Mutations (and, separately, actions) one session may have in flight.
 pub const MAX_IN_FLIGHT: usize = 1000;
 /// Commands queued for the hub before sessions wait.
@@ -747,10 +750,7 @@ impl HubState {
         match session.writer.send(frame) {
             Ok(()) => true,
             Err(SendError::Full) => {
-                self.overloaded(
-                    key,
-                    "SubscriptionsWorkerFullError: this client is not reading its updates fast enough",
-                );
+                self.overloaded(key, QUEUE_FULL);
                 false
             }
             Err(SendError::Closed) => {

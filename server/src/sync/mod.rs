@@ -29,7 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::AppState;
 use hub::{Cmd, Hub, SessionKey};
 use protocol::ClientMessage;
-use socket::{ReadIo, SocketWriter};
+use socket::{ReadIo, SendError, SocketWriter};
 
 /// A JSON Ping after this long without sending anything (the client
 /// reconnects after 60 s of silence).
@@ -228,10 +228,12 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, tcp: TcpStream, prefix: By
             () = &mut ping => {
                 let ping_at = writer.last_write() + PING_AFTER;
                 if Instant::now() >= ping_at {
-                    if writer.send(socket::text_frame(protocol::PING)).is_err() {
-                        // Closing or gone: the wake-up above ends it.
-                        ping.as_mut().reset(Instant::now() + PING_AFTER);
-                        continue;
+                    // Closing or gone: the wake-up above ends it. Full: the
+                    // client has not read for a while, and no Transition
+                    // will find that out if the hub sends none.
+                    if writer.send(socket::text_frame(protocol::PING)) == Err(SendError::Full) {
+                        tracing::warn!(reason = hub::QUEUE_FULL, "closing a sync session (1013)");
+                        writer.close(socket::close_frame(Some((1013, hub::QUEUE_FULL))), true);
                     }
                     ping.as_mut().reset(Instant::now() + PING_AFTER);
                 } else {
