@@ -40,8 +40,8 @@ const FRAME_OVERHEAD: usize = 64;
 /// Most frames given to one vectored write.
 const WRITE_SLICES: usize = 64;
 
-pub const OP_TEXT: u8 = 0x1;
-pub const OP_CLOSE: u8 = 0x8;
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
 
 /// Checks an upgrade request as RFC 6455 §4.2.1 asks and returns its
 /// `Sec-WebSocket-Accept`, or the status and message to refuse it with
@@ -94,7 +94,7 @@ pub fn check_upgrade(
 }
 
 /// One unmasked, unfragmented frame as a server sends it (RFC 6455 §5.2).
-pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+fn frame(opcode: u8, payload: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(payload.len() + 10);
     buf.put_u8(0x80 | opcode);
     match payload.len() {
@@ -144,7 +144,7 @@ pub enum SendError {
 
 /// What [`SocketWriter::flush`] left.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Flushed {
+enum Flushed {
     /// Nothing is queued.
     Empty,
     /// The kernel took no more; wait until the socket is writable.
@@ -303,7 +303,7 @@ impl SocketWriter {
     }
 
     /// Writes what is queued as far as the kernel takes it.
-    pub fn flush(&self) -> Flushed {
+    fn flush(&self) -> Flushed {
         let mut st = self.lock();
         loop {
             if st.done {
