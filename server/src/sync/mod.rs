@@ -226,19 +226,8 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, tcp: TcpStream, prefix: By
                 }
             }
             () = &mut ping => {
-                let ping_at = writer.last_write() + PING_AFTER;
-                if Instant::now() >= ping_at {
-                    // Closing or gone: the wake-up above ends it. Full: the
-                    // client has not read for a while, and no Transition
-                    // will find that out if the hub sends none.
-                    if writer.send(socket::text_frame(protocol::PING)) == Err(SendError::Full) {
-                        tracing::warn!(reason = hub::QUEUE_FULL, "closing a sync session (1013)");
-                        writer.close(socket::close_frame(Some((1013, hub::QUEUE_FULL))), true);
-                    }
-                    ping.as_mut().reset(Instant::now() + PING_AFTER);
-                } else {
-                    ping.as_mut().reset(ping_at);
-                }
+                let next = ping_due(&writer, Instant::now());
+                ping.as_mut().reset(next);
             }
             // The reader ended: the client is gone or closed, or it broke
             // the protocol and the reader queued a FatalError and a close,
@@ -258,5 +247,87 @@ async fn serve_socket(state: Arc<AppState>, hub: Hub, tcp: TcpStream, prefix: By
     }
     if connected.load(Ordering::Relaxed) {
         let _ = hub.send(Cmd::Disconnected { key }).await;
+    }
+}
+
+/// The ping timer fired at `now`: sends the JSON Ping when nothing was
+/// written for [`PING_AFTER`], and closes with 1013 when the queue is full.
+/// Returns when the timer is to fire next.
+fn ping_due(writer: &SocketWriter, now: Instant) -> Instant {
+    let ping_at = writer.last_write() + PING_AFTER;
+    if now < ping_at {
+        return ping_at;
+    }
+    // Closing or gone: the socket's task finds that out on its own. Full:
+    // the client has not read for a while, and no Transition will find
+    // that out if the hub sends none.
+    if writer.send(socket::text_frame(protocol::PING)) == Err(SendError::Full) {
+        tracing::warn!(reason = hub::QUEUE_FULL, "closing a sync session (1013)");
+        writer.close(socket::close_frame(Some((1013, hub::QUEUE_FULL))), true);
+    }
+    now + PING_AFTER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::socket::tests::{pair, read_frame};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_quiet_socket_gets_a_ping_and_a_full_one_a_1013() {
+        // Written to a moment ago: not due yet.
+        let (writer, _read, mut client) = pair().await;
+        writer.send(socket::text_frame("first")).unwrap();
+        let now = Instant::now();
+        let next = ping_due(&writer, now);
+        assert_eq!(next, writer.last_write() + PING_AFTER);
+        assert!(next > now);
+        // Due: the Ping goes out after what was sent.
+        let due = writer.last_write() + PING_AFTER;
+        assert_eq!(ping_due(&writer, due), due + PING_AFTER);
+        assert_eq!(read_frame(&mut client).await, (1, b"first".to_vec()));
+        assert_eq!(
+            read_frame(&mut client).await,
+            (1, protocol::PING.as_bytes().to_vec())
+        );
+        assert!(!writer.is_closing());
+
+        // A client that stopped reading: the queue fills, the Ping is
+        // refused, and the socket closes with 1013 after whole frames.
+        let (writer, _read, mut client) = pair().await;
+        let big = socket::text_frame(&"x".repeat(1 << 20));
+        let mut sent = 0;
+        while writer.send(big.clone()).is_ok() {
+            sent += 1;
+            assert!(sent < 1000, "never refused");
+        }
+        // Then small ones, until not even a Ping fits.
+        let small = socket::text_frame("y");
+        let mut small_sent = 0;
+        while writer.send(small.clone()).is_ok() {
+            small_sent += 1;
+            assert!(small_sent < 1 << 20, "never refused");
+        }
+        let due = writer.last_write() + PING_AFTER;
+        assert_eq!(ping_due(&writer, due), due + PING_AFTER);
+        assert!(writer.is_closing());
+        let drained = {
+            let writer = Arc::clone(&writer);
+            tokio::spawn(async move { writer.drain(Duration::from_secs(10)).await })
+        };
+        let mut texts = 0;
+        let close = loop {
+            let (opcode, payload) = read_frame(&mut client).await;
+            if opcode == 8 {
+                break payload;
+            }
+            assert_eq!(opcode, 1);
+            assert!([1 << 20, 1].contains(&payload.len()));
+            texts += 1;
+        };
+        assert_eq!(&close[..2], &1013u16.to_be_bytes());
+        assert_eq!(std::str::from_utf8(&close[2..]).unwrap(), hub::QUEUE_FULL);
+        assert!((1..=sent + small_sent).contains(&texts), "{texts} frames");
+        assert!(!drained.await.unwrap(), "the close ends the socket");
     }
 }

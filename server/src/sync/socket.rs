@@ -427,14 +427,14 @@ impl AsyncWrite for ReadIo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
     /// A connected pair on loopback: (the server's writer, the client).
-    async fn pair() -> (Arc<SocketWriter>, OwnedReadHalf, TcpStream) {
+    pub(in crate::sync) async fn pair() -> (Arc<SocketWriter>, OwnedReadHalf, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -579,7 +579,7 @@ mod tests {
     }
 
     /// Reads one unmasked frame: (opcode, payload).
-    async fn read_frame(client: &mut TcpStream) -> (u8, Vec<u8>) {
+    pub(in crate::sync) async fn read_frame(client: &mut TcpStream) -> (u8, Vec<u8>) {
         let mut head = [0u8; 2];
         client.read_exact(&mut head).await.unwrap();
         let len = match head[1] {
