@@ -394,7 +394,7 @@ impl AsyncRead for ReadIo {
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
             if self.prefix.is_empty() {
-                // A slice of hyper's read buffer keeps all of it alive.
+                // An empty slice still holds its buffer: let it go.
                 self.prefix = Bytes::new();
             }
             return Poll::Ready(Ok(()));
