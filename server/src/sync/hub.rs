@@ -11,7 +11,9 @@
 //!    up to `P` wrote, so its result is still the result at `P`; every
 //!    reported or new query is rerun at `P` itself. Every Transition of the
 //!    cycle therefore ends at `P` with all of the session's results true at
-//!    `P`.
+//!    `P`. A session's Transition is written as soon as the last of its
+//!    own entries' reruns is done, while other entries still run: by then
+//!    every one of its results is the one at `P`.
 //! 2. **Shared execution.** Sessions asking for the same function, args,
 //!    identity and journal share one [`Entry`]: one execution per cycle and
 //!    one engine subscription, however many sessions watch it.
@@ -26,9 +28,9 @@
 //! 5. **Versions chain.** A session's Transitions start where the previous
 //!    one ended, from `{0,0,0}` on each socket.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -39,7 +41,7 @@ use engine::value::json::to_json;
 use runtime::execute::{Call, CallOutcome, Caller, Executor, SessionRequest};
 use runtime::UdfType;
 use serde_json::Value as JsonValue;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use super::protocol::{self, ClientMessage, QuerySetModification, StateVersion};
 use super::socket::{self, SendError, SocketWriter};
@@ -132,7 +134,7 @@ impl Hub {
             tx: tx.clone(),
             invalidations,
             processed,
-            concurrency: Arc::new(Semaphore::new(concurrency.max(1))),
+            concurrency: concurrency.max(1),
             sessions: HashMap::new(),
             queries: HashMap::new(),
             by_subscription: HashMap::new(),
@@ -274,7 +276,7 @@ struct HubState {
     invalidations: Invalidations,
     processed: watch::Receiver<Ts>,
     /// Bounds the queries run at once in a cycle.
-    concurrency: Arc<Semaphore>,
+    concurrency: usize,
     sessions: HashMap<SessionKey, Session>,
     queries: HashMap<Arc<QueryKey>, Entry>,
     by_subscription: HashMap<SubscriptionId, Arc<QueryKey>>,
@@ -829,25 +831,28 @@ impl HubState {
             return;
         }
         let t = p.max(self.epoch);
-        self.run_pending(t).await;
         if t != self.epoch {
             self.epoch = t;
             self.epoch_text = Arc::from(protocol::encode_ts(t));
         }
-        let dirty: Vec<SessionKey> = self.dirty.drain().collect();
         let mut shared = HashMap::new();
+        self.run_pending(t, &mut shared).await;
+        let dirty: Vec<SessionKey> = self.dirty.drain().collect();
         for key in dirty {
             self.send_transition(key, t, &mut shared);
         }
     }
 
-    /// Runs every pending entry at `t`, at most `concurrency` at once.
-    async fn run_pending(&mut self, t: Ts) {
+    /// Runs every pending entry at `t`, at most `concurrency` at once, and
+    /// sends each dirty session's Transition as soon as none of its
+    /// entries is still running: the sessions of a result written while
+    /// the other results are computed, instead of all after the slowest.
+    /// Sessions dirty after the last result are left in `dirty`.
+    async fn run_pending(&mut self, t: Ts, shared: &mut HashMap<TransitionShape, Vec<Bytes>>) {
         let pending: Vec<Arc<QueryKey>> = self.pending.drain().collect();
-        if pending.is_empty() {
-            return;
-        }
-        let mut set = tokio::task::JoinSet::new();
+        // How many of its entries each session still waits for.
+        let mut waiting: HashMap<SessionKey, usize> = HashMap::new();
+        let mut calls = VecDeque::with_capacity(pending.len());
         for qkey in pending {
             let Some(entry) = self.queries.get_mut(&qkey) else {
                 continue;
@@ -855,6 +860,9 @@ impl HubState {
             if let Some(sub) = entry.subscription.take() {
                 self.by_subscription.remove(&sub);
                 self.db.subscriptions().unsubscribe(sub);
+            }
+            for (session, _) in &entry.subscribers {
+                *waiting.entry(*session).or_default() += 1;
             }
             let mut call = Call::new(
                 qkey.path.clone(),
@@ -869,20 +877,38 @@ impl HubState {
             call.at_ts = Some(t);
             call.journal = entry.journal.clone();
             call.subscribe = true;
-            let permit = Arc::clone(&self.concurrency)
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let executor = Arc::clone(&self.executor);
-            set.spawn(async move {
-                let outcome = run_blocking(executor, call).await;
-                drop(permit);
-                (qkey, outcome)
-            });
+            calls.push_back((qkey, call));
         }
-        while let Some(done) = set.join_next().await {
-            let Ok((qkey, outcome)) = done else { continue };
+        let mut results = run_all(&self.executor, calls, self.concurrency);
+        let ready: Vec<SessionKey> = self
+            .dirty
+            .iter()
+            .filter(|key| !waiting.contains_key(key))
+            .copied()
+            .collect();
+        for key in ready {
+            self.dirty.remove(&key);
+            self.send_transition(key, t, shared);
+        }
+        while let Some((qkey, outcome)) = results.recv().await {
+            let subscribers: Vec<SessionKey> = self
+                .queries
+                .get(&qkey)
+                .map(|entry| entry.subscribers.iter().map(|(key, _)| *key).collect())
+                .unwrap_or_default();
             self.apply(qkey, outcome);
+            for key in subscribers {
+                let Some(n) = waiting.get_mut(&key) else {
+                    continue;
+                };
+                *n -= 1;
+                if *n == 0 {
+                    waiting.remove(&key);
+                    if self.dirty.remove(&key) {
+                        self.send_transition(key, t, shared);
+                    }
+                }
+            }
         }
     }
 
@@ -1010,17 +1036,60 @@ impl HubState {
 async fn run_blocking(executor: Arc<Executor>, call: Call) -> CallOutcome {
     match tokio::task::spawn_blocking(move || executor.call(call)).await {
         Ok(outcome) => outcome,
-        Err(e) => CallOutcome {
-            result: Err(runtime::execute::FunctionError {
-                message: format!("Server Error: the call failed: {e}"),
-                data: None,
-            }),
-            log_lines: Vec::new(),
-            ts: None,
-            journal: None,
-            subscription: None,
-        },
+        Err(e) => failed(&e.to_string()),
     }
+}
+
+/// The outcome of a call whose thread panicked.
+fn failed(why: &str) -> CallOutcome {
+    CallOutcome {
+        result: Err(runtime::execute::FunctionError {
+            message: format!("Server Error: the call failed: {why}"),
+            data: None,
+        }),
+        log_lines: Vec::new(),
+        ts: None,
+        journal: None,
+        subscription: None,
+    }
+}
+
+/// Runs `calls` on at most `concurrency` blocking threads, which take the
+/// next call as each finishes without waiting for the hub's thread; each
+/// outcome arrives on the returned channel as it is done.
+fn run_all(
+    executor: &Arc<Executor>,
+    calls: VecDeque<(Arc<QueryKey>, Call)>,
+    concurrency: usize,
+) -> mpsc::UnboundedReceiver<(Arc<QueryKey>, CallOutcome)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let runners = concurrency.max(1).min(calls.len());
+    let calls = Arc::new(Mutex::new(calls));
+    for _ in 0..runners {
+        let calls = Arc::clone(&calls);
+        let executor = Arc::clone(executor);
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || loop {
+            let Some((qkey, call)) = calls.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+            else {
+                return;
+            };
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.call(call)))
+                    .unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        failed(&message)
+                    });
+            if tx.send((qkey, outcome)).is_err() {
+                return;
+            }
+        });
+    }
+    rx
 }
 
 /// One session's mutations, one at a time in the order sent.
