@@ -21,7 +21,11 @@
 //!    without blocking ([`SocketWriter::send`]): what the kernel does not
 //!    take is queued, bounded; a session whose queue is full is closed with
 //!    1013 and forgotten, so a stalled client never delays the hub, other
-//!    sessions or the committer.
+//!    sessions or the committer. A cycle's Transitions are queued in
+//!    batches ([`SocketWriter::enqueue`]) and each batch's sockets are
+//!    written by the hub's thread and its write helpers together, also
+//!    without blocking; a session's frames keep the order the hub queued
+//!    them in, whichever thread writes them.
 //! 4. **A mutation is reflected.** After a successful mutation's response
 //!    the session is owed a Transition ending at or after the commit; the
 //!    hub sends one as soon as the subscription manager has processed it.
@@ -58,6 +62,14 @@ pub const QUEUE_FULL: &str =
 pub const MAX_IN_FLIGHT: usize = 1000;
 /// Commands queued for the hub before sessions wait.
 const HUB_QUEUE: usize = 16 * 1024;
+/// Threads writing a cycle's Transitions to the sockets, the hub's own
+/// included, at most (and at most one per CPU).
+const MAX_WRITERS: usize = 4;
+/// A Transition up to this size is queued and written with the rest of
+/// its batch; a larger one (or one in chunks) is written at once, so the
+/// kernel takes what it can before the next part is queued, as for any
+/// other frame.
+const BATCHED_FRAME_MAX: usize = 256 << 10;
 
 /// Who a session's functions run as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,6 +157,8 @@ impl Hub {
             epoch_text: Arc::from(protocol::encode_ts(epoch)),
             zero_ts_text: Arc::from(protocol::encode_ts(Ts(0))),
             transition_ids: 0,
+            batch: Vec::new(),
+            helpers: start_write_helpers()?,
         };
         // Its own thread and runtime: with thousands of socket tasks on the
         // server's runtime, the hub would otherwise wait in their queue
@@ -293,6 +307,11 @@ struct HubState {
     epoch_text: Arc<str>,
     zero_ts_text: Arc<str>,
     transition_ids: u64,
+    /// Sockets with Transitions queued and not yet written (see
+    /// [`HubState::write_batch`]).
+    batch: Vec<Arc<SocketWriter>>,
+    /// The write helpers' queues: each takes a share of every batch.
+    helpers: Vec<std::sync::mpsc::Sender<Vec<Arc<SocketWriter>>>>,
 }
 
 enum Wake {
@@ -841,6 +860,7 @@ impl HubState {
         for key in dirty {
             self.send_transition(key, t, &mut shared);
         }
+        self.write_batch();
     }
 
     /// Runs every pending entry at `t`, at most `concurrency` at once, and
@@ -890,6 +910,7 @@ impl HubState {
             self.dirty.remove(&key);
             self.send_transition(key, t, shared);
         }
+        self.write_batch();
         while let Some((qkey, outcome)) = results.recv().await {
             let subscribers: Vec<SessionKey> = self
                 .queries
@@ -909,6 +930,7 @@ impl HubState {
                     }
                 }
             }
+            self.write_batch();
         }
     }
 
@@ -1024,12 +1046,82 @@ impl HubState {
                 )
             }
         };
+        if let [frame] = parts.as_slice() {
+            if frame.len() <= BATCHED_FRAME_MAX {
+                let frame = frame.clone();
+                self.push_batched(key, frame);
+                return;
+            }
+        }
         for part in parts.iter() {
             if !self.push(key, part.clone()) {
                 return;
             }
         }
     }
+
+    /// Queues `frame` for session `key` to be written with the batch (by
+    /// [`HubState::write_batch`]); a full queue closes the session (1013),
+    /// as [`HubState::push`] does.
+    fn push_batched(&mut self, key: SessionKey, frame: Bytes) {
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        match session.writer.enqueue(frame) {
+            Ok(true) => self.batch.push(Arc::clone(&session.writer)),
+            Ok(false) => {}
+            Err(SendError::Full) => self.overloaded(key, QUEUE_FULL),
+            Err(SendError::Closed) => self.drop_session(key),
+        }
+    }
+
+    /// Writes the batch's sockets: an equal share to each write helper,
+    /// the first share on this thread.
+    fn write_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let share = batch.len().div_ceil(self.helpers.len() + 1);
+        let mut shares = Vec::new();
+        while batch.len() > share {
+            shares.push(batch.split_off(batch.len() - share));
+        }
+        for (helper, part) in self.helpers.iter().zip(shares) {
+            if let Err(std::sync::mpsc::SendError(part)) = helper.send(part) {
+                // The helper is gone: write its share here.
+                for writer in part {
+                    writer.write_queued();
+                }
+            }
+        }
+        for writer in batch {
+            writer.write_queued();
+        }
+    }
+}
+
+/// Starts the threads that write the hub's batches with it: one per CPU
+/// beyond the hub's own, at most [`MAX_WRITERS`] in all. Each ends when
+/// the hub drops its queue.
+fn start_write_helpers() -> Result<Vec<std::sync::mpsc::Sender<Vec<Arc<SocketWriter>>>>, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (1..cpus.min(MAX_WRITERS))
+        .map(|i| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Arc<SocketWriter>>>();
+            std::thread::Builder::new()
+                .name(format!("sync-write-{i}"))
+                .spawn(move || {
+                    while let Ok(share) = rx.recv() {
+                        for writer in share {
+                            writer.write_queued();
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start a sync write helper: {e}"))?;
+            Ok(tx)
+        })
+        .collect()
 }
 
 /// Runs one call on a blocking thread; a panic becomes a server error.

@@ -263,6 +263,33 @@ impl SocketWriter {
         Ok(())
     }
 
+    /// Queues `frame` after what is queued without writing it: a later
+    /// [`SocketWriter::write_queued`], from any thread, writes it. Returns
+    /// whether the queue was empty, in which case the caller owes that
+    /// call; otherwise whoever queued the front frame (or the socket's
+    /// task, waiting for the socket) writes this one with it. Never waits.
+    pub fn enqueue(&self, frame: Bytes) -> Result<bool, SendError> {
+        let mut st = self.lock();
+        if st.closing || st.done {
+            return Err(SendError::Closed);
+        }
+        let was_empty = st.queue.is_empty();
+        if !was_empty && st.queued_bytes + frame.len() + FRAME_OVERHEAD > QUEUE_BYTES {
+            return Err(SendError::Full);
+        }
+        st.push(frame);
+        Ok(was_empty)
+    }
+
+    /// Writes what is queued as far as the kernel takes it, without
+    /// waiting; the socket's task writes the rest once the socket is
+    /// writable.
+    pub fn write_queued(&self) {
+        if self.flush() != Flushed::Empty {
+            self.wake.notify_one();
+        }
+    }
+
     /// Queues a close frame; nothing is taken after it. With `discard`
     /// (for a client that does not read) what is queued and not yet begun
     /// is dropped first.
@@ -576,6 +603,34 @@ pub(super) mod tests {
         }
         assert!(!drained.await.unwrap(), "the close ends the socket");
         assert!((1..=sent).contains(&texts), "{texts} of {sent}");
+    }
+
+    #[tokio::test]
+    async fn queued_frames_wait_for_write_queued_and_keep_their_order() {
+        let (writer, _read, mut client) = pair().await;
+        assert_eq!(writer.enqueue(text_frame("one")), Ok(true));
+        assert_eq!(writer.enqueue(text_frame("two")), Ok(false));
+        // A direct send behind queued frames waits its turn.
+        writer.send(text_frame("three")).unwrap();
+        assert_eq!(writer.lock().queue.len(), 3, "nothing was written yet");
+        // From another thread, as the hub's write helpers do.
+        let helper = {
+            let writer = Arc::clone(&writer);
+            std::thread::spawn(move || writer.write_queued())
+        };
+        helper.join().unwrap();
+        for want in ["one", "two", "three"] {
+            let (opcode, payload) = read_frame(&mut client).await;
+            assert_eq!((opcode, payload.as_slice()), (OP_TEXT, want.as_bytes()));
+        }
+        assert_eq!(writer.lock().queued_bytes, 0);
+        // An empty queue takes a frame of any size; a queue that is not
+        // empty is bounded as `send`'s is.
+        let huge = frame(OP_TEXT, &vec![b'x'; QUEUE_BYTES + 1]);
+        assert_eq!(writer.enqueue(huge), Ok(true));
+        assert_eq!(writer.enqueue(text_frame("more")), Err(SendError::Full));
+        writer.close(close_frame(None), true);
+        assert_eq!(writer.enqueue(text_frame("late")), Err(SendError::Closed));
     }
 
     /// Reads one unmasked frame: (opcode, payload).
