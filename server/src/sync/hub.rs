@@ -864,10 +864,12 @@ impl HubState {
     }
 
     /// Runs every pending entry at `t`, at most `concurrency` at once, and
-    /// sends each dirty session's Transition as soon as none of its
-    /// entries is still running: the sessions of a result written while
-    /// the other results are computed, instead of all after the slowest.
-    /// Sessions dirty after the last result are left in `dirty`.
+    /// writes each dirty session's Transition (in the batch of the outcome
+    /// that completed it) as soon as none of its entries is still running:
+    /// the sessions of a result are written while the other results are
+    /// computed, instead of all after the slowest. A session still dirty
+    /// at the end (one whose entry went away during the cycle) is left in
+    /// `dirty` for the caller.
     async fn run_pending(&mut self, t: Ts, shared: &mut HashMap<TransitionShape, Vec<Bytes>>) {
         let pending: Vec<Arc<QueryKey>> = self.pending.drain().collect();
         // How many of its entries each session still waits for.
