@@ -9,9 +9,12 @@
 //! while messages waited. Instead the hub encodes each distinct frame once
 //! ([`frame`]) and hands the shared buffer to [`SocketWriter::send`], which
 //! writes it at once when nothing is queued before it (a non-blocking
-//! write: the hub never waits on a client). Only what the kernel does not
-//! take is queued, bounded, and the socket's task writes it when the socket
-//! becomes writable.
+//! write: the hub never waits on a client), or queues a cycle's
+//! Transitions with [`SocketWriter::enqueue`] and has them written in
+//! batches, by its own thread and its write helpers
+//! ([`SocketWriter::write_queued`], also non-blocking). What the kernel
+//! does not take stays queued, bounded, and the socket's task writes it
+//! when the socket becomes writable.
 //!
 //! Reading stays with tungstenite (masking, fragments, UTF-8, limits, and
 //! its replies to pings and closes) over [`ReadIo`], whose writes go into
@@ -178,6 +181,20 @@ struct WriteState {
 }
 
 impl WriteState {
+    /// Whether `frame` may go after what is queued, and whether the queue
+    /// is empty: an empty queue takes a frame of any size (the kernel takes
+    /// what it can first), one that is not is bounded by [`QUEUE_BYTES`].
+    fn admit(&self, frame: &Bytes) -> Result<bool, SendError> {
+        if self.closing || self.done {
+            return Err(SendError::Closed);
+        }
+        let empty = self.queue.is_empty();
+        if !empty && self.queued_bytes + frame.len() + FRAME_OVERHEAD > QUEUE_BYTES {
+            return Err(SendError::Full);
+        }
+        Ok(empty)
+    }
+
     fn push(&mut self, frame: Bytes) {
         self.queued_bytes += frame.len() + FRAME_OVERHEAD;
         self.queue.push_back(frame);
@@ -229,14 +246,9 @@ impl SocketWriter {
     /// Never waits.
     pub fn send(&self, frame: Bytes) -> Result<(), SendError> {
         let mut st = self.lock();
-        if st.closing || st.done {
-            return Err(SendError::Closed);
-        }
-        if !st.queue.is_empty() {
-            if st.queued_bytes + frame.len() + FRAME_OVERHEAD > QUEUE_BYTES {
-                return Err(SendError::Full);
-            }
-            // The task was woken when the queue filled and writes it all.
+        if !st.admit(&frame)? {
+            // Whoever queued the front frame writes this one with it: the
+            // socket's task, woken then, or a batch's `write_queued`.
             st.push(frame);
             return Ok(());
         }
@@ -270,13 +282,7 @@ impl SocketWriter {
     /// task, waiting for the socket) writes this one with it. Never waits.
     pub fn enqueue(&self, frame: Bytes) -> Result<bool, SendError> {
         let mut st = self.lock();
-        if st.closing || st.done {
-            return Err(SendError::Closed);
-        }
-        let was_empty = st.queue.is_empty();
-        if !was_empty && st.queued_bytes + frame.len() + FRAME_OVERHEAD > QUEUE_BYTES {
-            return Err(SendError::Full);
-        }
+        let was_empty = st.admit(&frame)?;
         st.push(frame);
         Ok(was_empty)
     }
@@ -343,14 +349,14 @@ impl SocketWriter {
                 }
                 return Flushed::Empty;
             }
-            let slices: Vec<IoSlice<'_>> = st
-                .queue
-                .iter()
-                .take(WRITE_SLICES)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            let written = self.tcp.try_write_vectored(&slices);
-            drop(slices);
+            // On the stack: every batched Transition is written here.
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let mut n = 0;
+            for (slot, b) in slices.iter_mut().zip(st.queue.iter()) {
+                *slot = IoSlice::new(b);
+                n += 1;
+            }
+            let written = self.tcp.try_write_vectored(&slices[..n]);
             match written {
                 Ok(0) => {
                     st.done = true;
