@@ -188,8 +188,9 @@ async fn read_socket(
 
 /// One socket: a reader task ([`read_socket`]) and this task, which writes
 /// what the socket's [`SocketWriter`] could not write at once (the hub and
-/// its write helpers write the rest themselves), sends the JSON Ping after silence, and ends
-/// the socket once its close frame is out or the client is gone.
+/// its write helpers write the rest themselves), sends the JSON Ping after
+/// silence, and ends the socket once its close frame is out or the client
+/// is gone.
 async fn serve_socket(state: Arc<AppState>, hub: Hub, tcp: TcpStream, prefix: Bytes) {
     let key = hub.next_key();
     let (read, write) = tcp.into_split();
